@@ -1,0 +1,351 @@
+"""The ``kerve`` command line: serve, upload, models, alias, delete, download, predict."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+USAGE_ERROR = 2
+
+
+class UserError(Exception):
+    """A mistake on the command line or in its files: one line, exit 1."""
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    return os.environ.get(name, default)
+
+
+def _progress_factory(label: str):
+    """A tqdm bar on a terminal, nothing when piped."""
+    if not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+
+    def start(total: int, _parts: int):
+        bar = tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=label,
+                   leave=False)
+
+        def advance(n: int) -> None:
+            bar.update(n)
+            if bar.n >= total:
+                bar.close()
+        return advance
+    return start
+
+
+def _client(args):
+    from kerve.clients.client import Client
+
+    return Client(args.server, token=args.token)
+
+
+def _print_json(data) -> None:
+    print(json.dumps(data, indent=2, sort_keys=True, default=str))
+
+
+def _parse_tags(items: list[str]) -> dict[str, str]:
+    tags = {}
+    for item in items:
+        if "=" not in item:
+            raise UserError(f"--tag expects KEY=VALUE, got {item!r}")
+        key, value = item.split("=", 1)
+        tags[key] = value
+    return tags
+
+
+def _ref(text: str):
+    from kerve.registry.errors import KerveError
+    from kerve.registry.names import VersionRef
+
+    try:
+        return VersionRef.parse(text)
+    except KerveError as exc:
+        raise UserError(exc.message) from None
+
+
+# --- commands ------------------------------------------------------------------------------
+
+def cmd_serve(args) -> int:
+    import asyncio
+    import logging
+
+    from kerve.server.app import serve
+    from kerve.server.settings import Settings
+
+    logging.basicConfig(level=getattr(logging, args.log_level.upper()),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    if args.blob_url and args.blob_url.startswith("s3://"):
+        raise UserError("s3:// blob stores are not available in this build yet")
+    settings = Settings(
+        data_dir=Path(args.data_dir), host=args.host, port=args.port,
+        metrics_port=args.metrics_port, registry_url=args.registry_url, blob_url=args.blob_url,
+        plugins=args.plugin, allow_unsafe_lambda=args.allow_unsafe_lambda, device=args.device,
+        max_batch_size=args.max_batch_size, batch_timeout_ms=args.batch_timeout_ms,
+        model_instances=args.model_instances, poll_interval_s=args.poll_interval,
+        validation_isolated=not args.validate_in_process,
+        tls_cert=args.tls_cert, tls_key=args.tls_key, tls_client_ca=args.tls_client_ca,
+        port_file=Path(args.port_file) if args.port_file else None)
+    if bool(settings.tls_cert) != bool(settings.tls_key):
+        raise UserError("--tls-cert and --tls-key go together")
+    from kerve.registry.plugins import PluginImportError
+
+    try:
+        asyncio.run(serve(settings, tokens_file=args.tokens, demo=args.demo))
+    except PluginImportError as exc:
+        raise UserError(str(exc)) from None
+    except OSError as exc:
+        raise UserError(f"cannot start: {exc}") from None
+    return 0
+
+
+def cmd_upload(args) -> int:
+    if args.model and (args.architecture or args.weights):
+        raise UserError("give MODEL.keras or --architecture/--weights, not both")
+    if not args.model and not args.weights:
+        raise UserError("give MODEL.keras, or --architecture A.json --weights W.h5")
+    if args.architecture and not args.weights:
+        raise UserError("--architecture needs --weights")
+    with _client(args) as client:
+        version = client.upload(
+            args.name, keras_path=args.model, architecture=args.architecture,
+            weights=args.weights, aliases=args.alias, description=args.description,
+            tags=_parse_tags(args.tag), progress=_progress_factory("upload"))
+    if args.json:
+        _print_json(version)
+    else:
+        aliases = f" ({', '.join(version['aliases'])})" if version.get("aliases") else ""
+        print(f"{version['name']}:{version['version']}{aliases} "
+              f"{version['parameter_count']} parameters, status {version['status']}")
+    return 0
+
+
+def cmd_models(args) -> int:
+    with _client(args) as client:
+        if args.action == "show":
+            if not args.name:
+                raise UserError("kerve models show NAME")
+            model = client.get_model(args.name)
+            if args.json:
+                _print_json(model)
+                return 0
+            _print_model(model)
+            return 0
+        if args.action:
+            raise UserError(f"unknown action {args.action!r}; did you mean 'models show NAME'?")
+        models = client.list_models()
+    if args.json:
+        _print_json(models)
+        return 0
+    if not models:
+        print("no models")
+    for m in models:
+        aliases = ", ".join(f"{a}={v}" for a, v in sorted(m["aliases"].items()))
+        print(f"{m['name']}\tversions {','.join(map(str, m['versions']))}\t"
+              f"default {m['default_version']}" + (f"\t{aliases}" if aliases else ""))
+    return 0
+
+
+def _print_model(model: dict) -> None:
+    print(f"{model['name']}  default version {model['default_version']}")
+    for alias, version in sorted(model["aliases"].items()):
+        print(f"  alias {alias} -> {version}")
+    for v in model["versions"]:
+        sig = v["signature"]
+        ins = ", ".join(f"{t['name']}:{t['dtype']}{t['shape']}" for t in sig.get("inputs", []))
+        outs = ", ".join(f"{t['name']}:{t['dtype']}{t['shape']}" for t in sig.get("outputs", []))
+        print(f"  version {v['version']}  {v['status']}  created {v['created']}  "
+              f"{v['parameter_count']} parameters")
+        print(f"    inputs  {ins}\n    outputs {outs}")
+        if v.get("custom_objects"):
+            print(f"    custom objects {', '.join(v['custom_objects'])}")
+        if v.get("status_message"):
+            print(f"    {v['status_message']}")
+
+
+def cmd_alias(args) -> int:
+    with _client(args) as client:
+        if args.delete:
+            if args.version is not None:
+                raise UserError("--delete takes no VERSION")
+            model = client.delete_alias(args.name, args.alias)
+        else:
+            if args.version is None:
+                raise UserError("kerve alias NAME ALIAS VERSION (or --delete)")
+            model = client.set_alias(args.name, args.alias, args.version)
+    if args.json:
+        _print_json(model)
+    else:
+        target = model["aliases"].get(args.alias)
+        print(f"{args.name}@{args.alias} -> {target}" if target else
+              f"{args.name}@{args.alias} deleted")
+    return 0
+
+
+def cmd_delete(args) -> int:
+    with _client(args) as client:
+        client.delete_version(args.name, args.version)
+    print(f"deleted {args.name}:{args.version}")
+    return 0
+
+
+def cmd_download(args) -> int:
+    ref = _ref(args.ref)
+    with _client(args) as client:
+        result = client.download(ref.name, args.dir, version=ref.version, alias=ref.alias,
+                                 progress=_progress_factory("download"))
+    if args.json:
+        _print_json(result)
+    else:
+        print(f"{result['name']}:{result['version']} -> {result['architecture_path']}, "
+              f"{result['weights_path']}")
+    return 0
+
+
+def cmd_predict(args) -> int:
+    import numpy as np
+
+    ref = _ref(args.ref)
+    inputs = {}
+    for item in args.input:
+        if "=" not in item:
+            raise UserError(f"--input expects NAME=FILE.npy, got {item!r}")
+        name, path = item.split("=", 1)
+        try:
+            inputs[name] = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise UserError(f"cannot read {path}: {exc}") from None
+    with _client(args) as client:
+        outputs = client.predict(ref.name, inputs, version=ref.version, alias=ref.alias,
+                                 outputs=args.output or None)
+    if args.output_dir:
+        out = Path(args.output_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        for name, arr in outputs.items():
+            np.save(out / f"{name}.npy", arr)
+            print(f"{name}: {arr.dtype}{list(arr.shape)} -> {out / (name + '.npy')}")
+    else:
+        _print_json({k: {"dtype": str(v.dtype), "shape": list(v.shape), "data": v.tolist()}
+                     for k, v in outputs.items()})
+    return 0
+
+
+# --- parser --------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kerve", description="Store and serve Keras models.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def client_command(name: str, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("--server", default=_env("KERVE_SERVER", "localhost:8500"),
+                       help="HOST:PORT of the kerve server (env KERVE_SERVER)")
+        p.add_argument("--token", default=_env("KERVE_TOKEN"),
+                       help="bearer token (env KERVE_TOKEN)")
+        p.add_argument("--json", action="store_true", help="print JSON for scripts")
+        return p
+
+    s = sub.add_parser("serve", help="run the registry and inference server",
+                       description="Run registry + inference on one gRPC port.")
+    s.add_argument("--data-dir", default=_env("KERVE_DATA_DIR", "./kerve-data"),
+                   help="embedded storage folder (env KERVE_DATA_DIR)")
+    s.add_argument("--host", default="0.0.0.0")
+    s.add_argument("--port", type=int, default=8500, help="gRPC port (0: any free port)")
+    s.add_argument("--metrics-port", type=int, default=8502,
+                   help="Prometheus port (0: any free port, -1: off)")
+    s.add_argument("--plugin", action="append", default=[], metavar="MODULE",
+                   help="custom-object plugin module (repeatable; env KERVE_PLUGINS=a,b)")
+    s.add_argument("--allow-unsafe-lambda", action="store_true",
+                   help="accept Lambda layers holding Python bytecode (trusted uploads only)")
+    s.add_argument("--registry-url", help="SQLAlchemy URL of the metadata store")
+    s.add_argument("--blob-url", help="blob store: a folder or file:// URL")
+    s.add_argument("--tokens", default=_env("KERVE_TOKENS_FILE"),
+                   help="YAML/JSON token -> scope (read|write|admin) (env KERVE_TOKENS_FILE)")
+    s.add_argument("--tls-cert")
+    s.add_argument("--tls-key")
+    s.add_argument("--tls-client-ca", help="require client certificates signed by this CA")
+    s.add_argument("--device", help="TensorFlow device, e.g. /GPU:1 (default: first GPU, else CPU)")
+    s.add_argument("--max-batch-size", type=int, default=32, help="1 turns batching off")
+    s.add_argument("--batch-timeout-ms", type=float, default=2.0)
+    s.add_argument("--model-instances", type=int, default=1)
+    s.add_argument("--poll-interval", type=float, default=5.0,
+                   help="seconds between registry re-reads (other replicas' changes)")
+    s.add_argument("--validate-in-process", action="store_true",
+                   help="validate uploads in a thread instead of an isolated worker process")
+    s.add_argument("--port-file", help="write the bound ports here as JSON")
+    s.add_argument("--demo", action="store_true",
+                   help="upload a small demo model named 'demo' if the registry lacks one")
+    s.add_argument("--log-level", default="info")
+    s.set_defaults(func=cmd_serve)
+
+    u = client_command("upload", "upload a new version of a model")
+    u.add_argument("name")
+    u.add_argument("model", nargs="?", help="a .keras archive")
+    u.add_argument("--architecture", help="Keras config JSON (model.to_json())")
+    u.add_argument("--weights", help="HDF5 weights (.weights.h5 or legacy .h5)")
+    u.add_argument("--alias", action="append", default=[], help="point this alias at it")
+    u.add_argument("--description", default="")
+    u.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE")
+    u.set_defaults(func=cmd_upload)
+
+    m = client_command("models", "list models, or show one model's versions")
+    m.add_argument("action", nargs="?", choices=["show"], help="show NAME")
+    m.add_argument("name", nargs="?")
+    m.set_defaults(func=cmd_models)
+
+    a = client_command("alias", "move or delete an alias")
+    a.add_argument("name")
+    a.add_argument("alias")
+    a.add_argument("version", nargs="?", type=int)
+    a.add_argument("--delete", action="store_true")
+    a.set_defaults(func=cmd_alias)
+
+    d = client_command("delete", "delete a version (refused while an alias points at it)")
+    d.add_argument("name")
+    d.add_argument("version", type=int)
+    d.set_defaults(func=cmd_delete)
+
+    dl = client_command("download", "write a version's architecture JSON and weights")
+    dl.add_argument("ref", metavar="NAME[:VERSION|@ALIAS]")
+    dl.add_argument("dir")
+    dl.set_defaults(func=cmd_download)
+
+    p = client_command("predict", "one prediction; prints outputs or saves them")
+    p.add_argument("ref", metavar="NAME[:VERSION|@ALIAS]")
+    p.add_argument("--input", action="append", default=[], metavar="NAME=FILE.npy",
+                   required=True)
+    p.add_argument("--output", action="append", default=[], help="only these outputs")
+    p.add_argument("--output-dir", help="save each output as NAME.npy here")
+    p.set_defaults(func=cmd_predict)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    import grpc
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except UserError as exc:
+        print(f"kerve: error: {exc}", file=sys.stderr)
+        return 1
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"kerve: error: {exc}", file=sys.stderr)
+        return 1
+    except grpc.RpcError as exc:
+        code = exc.code().name if hasattr(exc, "code") else "UNKNOWN"
+        details = exc.details() if hasattr(exc, "details") else str(exc)
+        if code == "UNAVAILABLE" and "connect" in (details or "").lower():
+            details = f"cannot reach a kerve server at {args.server}: {details}"
+        print(f"kerve: error: {code}: {details}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

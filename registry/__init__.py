@@ -1,0 +1,1 @@
+"""kerve's registry: the persistent catalogue of model versions (metadata + blobs)."""

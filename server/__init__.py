@@ -1,0 +1,1 @@
+"""kerve's server: registry and inference over gRPC on one port."""

@@ -1,0 +1,162 @@
+"""The scheduler: dynamic batching per loaded version.
+
+Requests queue; whenever the model has a free instance, the queued requests (up to
+max_batch_size rows) are merged along the batch dimension into one call, and the outputs
+are split back. An idle model runs a lone request at once, so batching costs nothing at
+concurrency 1; under load, requests gather while the model is busy. With several instances
+a free instance waits at most batch_timeout for a batch to fill. The queue is bounded; a
+request whose deadline passed is dropped before it runs; a failing batch fails every
+request in it with the reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from kerve.registry.errors import DeadlineExceededError, KerveError, ResourceExhaustedError
+
+PredictFn = Callable[[list[np.ndarray]], list[np.ndarray]]
+Observer = Callable[[int, float], None]  # (batch rows, seconds the oldest request queued)
+
+
+@dataclass
+class _Pending:
+    arrays: list[np.ndarray]
+    rows: int
+    deadline: float | None
+    future: asyncio.Future
+    enqueued: float = field(default_factory=time.perf_counter)
+
+
+class Batcher:
+    def __init__(self, predict: PredictFn, executor: Executor, *, batchable: bool,
+                 max_batch_size: int, timeout_s: float, max_queue: int, instances: int = 1,
+                 pad_to: tuple[int, ...] = (), observe: Observer | None = None) -> None:
+        self._predict = predict
+        self._executor = executor
+        self._merge = batchable and max_batch_size > 1
+        self._max_rows = max(1, max_batch_size)
+        self._timeout_s = timeout_s
+        self._max_queue = max_queue
+        self._instances = max(1, instances)
+        self._pad_to = tuple(sorted(pad_to))
+        self._observe = observe
+        self._queue: deque[_Pending] = deque()
+        self._in_flight = 0
+        self._timer: asyncio.TimerHandle | None = None
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
+    async def run(self, arrays: list[np.ndarray], deadline: float | None = None) -> list[np.ndarray]:
+        """Predict ``arrays`` (one request), batched with others where possible.
+        ``deadline`` is a time.monotonic() instant after which the request is dropped."""
+        if len(self._queue) >= self._max_queue:
+            raise ResourceExhaustedError(
+                f"request queue is full ({self._max_queue} waiting); retry later")
+        rows = int(arrays[0].shape[0]) if arrays and arrays[0].ndim else 1
+        pending = _Pending(arrays, rows, deadline, asyncio.get_running_loop().create_future())
+        self._queue.append(pending)
+        self._dispatch()
+        return await pending.future
+
+    def _dispatch(self) -> None:
+        while self._queue and self._in_flight < self._instances:
+            if (self._merge and self._in_flight > 0 and self._queued_rows() < self._max_rows
+                    and self._wait_left() > 0):
+                self._arm_timer()
+                return
+            batch = self._take_batch()
+            if batch:
+                self._in_flight += 1
+                asyncio.get_running_loop().create_task(self._execute(batch))
+
+    def _queued_rows(self) -> int:
+        return sum(p.rows for p in self._queue)
+
+    def _wait_left(self) -> float:
+        return self._queue[0].enqueued + self._timeout_s - time.perf_counter()
+
+    def _arm_timer(self) -> None:
+        if self._timer is None:
+            def fire() -> None:
+                self._timer = None
+                self._dispatch()
+            self._timer = asyncio.get_running_loop().call_later(max(self._wait_left(), 0), fire)
+
+    def _take_batch(self) -> list[_Pending]:
+        batch: list[_Pending] = []
+        rows = 0
+        now = time.monotonic()
+        while self._queue:
+            head = self._queue[0]
+            if head.future.done():  # cancelled by the client
+                self._queue.popleft()
+                continue
+            if head.deadline is not None and head.deadline <= now:
+                self._queue.popleft()
+                head.future.set_exception(DeadlineExceededError(
+                    "deadline passed while the request was queued"))
+                continue
+            if batch and (not self._merge or rows + head.rows > self._max_rows):
+                break
+            batch.append(self._queue.popleft())
+            rows += head.rows
+            if not self._merge:
+                break
+        return batch
+
+    async def _execute(self, batch: list[_Pending]) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            if self._observe is not None:
+                self._observe(sum(p.rows for p in batch), time.perf_counter() - batch[0].enqueued)
+            if len(batch) == 1 and not self._pad_to:
+                outputs = await loop.run_in_executor(self._executor, self._predict, batch[0].arrays)
+                _resolve(batch[0].future, outputs)
+                return
+            merged, total = self._merge_inputs(batch)
+            outputs = await loop.run_in_executor(self._executor, self._predict, merged)
+            start = 0
+            for p in batch:
+                _resolve(p.future, [o[start:start + p.rows] for o in outputs])
+                start += p.rows
+        except KerveError as exc:
+            for p in batch:
+                _fail(p.future, exc)
+        except Exception as exc:  # noqa: BLE001 - the batch fails, the server goes on
+            for p in batch:
+                _fail(p.future, exc)
+        finally:
+            self._in_flight -= 1
+            self._dispatch()
+
+    def _merge_inputs(self, batch: list[_Pending]) -> tuple[list[np.ndarray], int]:
+        total = sum(p.rows for p in batch)
+        target = next((s for s in self._pad_to if s >= total), total)
+        merged = []
+        for i in range(len(batch[0].arrays)):
+            parts = [p.arrays[i] for p in batch]
+            if target > total:
+                pad = np.zeros((target - total, *parts[0].shape[1:]), dtype=parts[0].dtype)
+                parts.append(pad)
+            merged.append(np.concatenate(parts, axis=0) if len(parts) > 1 else parts[0])
+        return merged, total
+
+
+def _resolve(future: asyncio.Future, value) -> None:
+    if not future.done():
+        future.set_result(value)
+
+
+def _fail(future: asyncio.Future, exc: BaseException) -> None:
+    if not future.done():
+        future.set_exception(exc)

@@ -1,0 +1,129 @@
+"""The data plane: one transport-free core that both inference protocols call.
+
+Servicers decode their wire format into numpy arrays keyed by input name, call
+``InferenceCore.infer``, and encode the arrays it returns. Input checking against the
+signature happens here, once, for both protocols.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from kerve.registry.errors import InvalidArgumentError, KerveError, NotFoundError
+from kerve.registry.metadata import ModelInfo
+from kerve.registry.names import VersionRef
+from kerve.registry.signature import Signature, TensorSpec
+from kerve.server.manager import ModelManager
+from kerve.server.metrics import Metrics
+
+
+@dataclass
+class InferResult:
+    name: str
+    version: int
+    outputs: dict[str, np.ndarray]
+
+
+class InferenceCore:
+    def __init__(self, manager: ModelManager, metrics: Metrics) -> None:
+        self.manager = manager
+        self.metrics = metrics
+
+    async def infer(self, ref: VersionRef, inputs: dict[str, np.ndarray], *, api: str,
+                    outputs: list[str] | None = None,
+                    deadline: float | None = None) -> InferResult:
+        """Run one request; ``deadline`` is a time.monotonic() instant or None."""
+        started = time.perf_counter()
+        version_label = ""
+        code = "OK"
+        try:
+            async with self.manager.acquire(ref) as served:
+                version_label = str(served.version)
+                signature = served.loaded.signature
+                arrays = order_inputs(signature, inputs)
+                wanted = select_outputs(signature, outputs)
+                results = await served.runner.run(arrays, deadline)
+                named = {spec.name: arr for spec, arr in zip(signature.outputs, results)}
+                return InferResult(ref.name, served.version, {n: named[n] for n in wanted})
+        except KerveError as exc:
+            code = exc.code.name
+            raise
+        except Exception:
+            code = "INTERNAL"
+            raise
+        finally:
+            self.metrics.requests.labels(ref.name, version_label, api, code).inc()
+            self.metrics.request_duration.labels(ref.name, api).observe(
+                time.perf_counter() - started)
+
+    async def signature(self, ref: VersionRef) -> tuple[int, Signature]:
+        """The signature of the version a reference means (loaded or not)."""
+        info = await self.manager._registry.resolve(
+            VersionRef(ref.name, await self.manager.resolve(ref)))
+        return info.version, info.signature
+
+    def model_info(self, name: str) -> ModelInfo:
+        info = self.manager.catalogue().get(name)
+        if info is None:
+            raise NotFoundError(f"model {name!r} not found")
+        return info
+
+
+def order_inputs(signature: Signature, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
+    """The request's arrays in signature order, checked: names, dtypes, ranks, fixed
+    dimensions, and one batch size across inputs. A single-input model takes its one input
+    under any name."""
+    specs = signature.inputs
+    if len(specs) == 1 and len(inputs) == 1:
+        (given,) = inputs.values()
+        arrays = [given]
+    else:
+        expected = [s.name for s in specs]
+        unknown = sorted(set(inputs) - set(expected))
+        missing = [n for n in expected if n not in inputs]
+        if unknown or missing:
+            parts = []
+            if missing:
+                parts.append(f"missing input(s) {', '.join(missing)}")
+            if unknown:
+                parts.append(f"unknown input(s) {', '.join(unknown)}")
+            raise InvalidArgumentError(
+                f"{'; '.join(parts)}; the model takes {', '.join(expected)}")
+        arrays = [inputs[n] for n in expected]
+    batch = None
+    for spec, arr in zip(specs, arrays):
+        _check_tensor(spec, arr)
+        if spec.batched:
+            if batch is not None and arr.shape[0] != batch:
+                raise InvalidArgumentError(
+                    f"input {spec.name!r}: batch size {arr.shape[0]} differs from the other "
+                    f"inputs' {batch}")
+            batch = arr.shape[0]
+    return arrays
+
+
+def _check_tensor(spec: TensorSpec, arr: np.ndarray) -> None:
+    if arr.dtype != np.dtype(spec.dtype):
+        raise InvalidArgumentError(
+            f"input {spec.name!r}: expected dtype {spec.dtype}, got {arr.dtype}")
+    expected = tuple(spec.shape)
+    if arr.ndim != len(expected) or any(e != -1 and e != g for e, g in zip(expected, arr.shape)):
+        shown = "[" + ", ".join("-1" if d == -1 else str(d) for d in expected) + "]"
+        raise InvalidArgumentError(
+            f"input {spec.name!r}: expected shape {shown}, got {list(arr.shape)}")
+    if spec.batched and arr.shape[0] == 0:
+        raise InvalidArgumentError(f"input {spec.name!r}: empty batch")
+
+
+def select_outputs(signature: Signature, requested: list[str] | None) -> list[str]:
+    names = [s.name for s in signature.outputs]
+    if not requested:
+        return names
+    unknown = [n for n in requested if n not in names]
+    if unknown:
+        raise InvalidArgumentError(
+            f"unknown output(s) {', '.join(unknown)}; the model gives {', '.join(names)}")
+    return list(dict.fromkeys(requested))

@@ -1,0 +1,138 @@
+"""The one place exceptions become gRPC statuses, and where tokens are checked.
+
+A KerveError aborts with its own status and message; anything else is logged with its
+traceback and answers INTERNAL with a short generic message.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Awaitable, Callable
+
+import grpc
+
+from kerve.registry.errors import KerveError, PermissionDeniedError, UnauthenticatedError
+
+log = logging.getLogger(__name__)
+
+SCOPES = ("read", "write", "admin")
+# Methods that need more than read; health and reflection need nothing.
+_WRITE = {"UploadModel", "SetAlias", "DeleteAlias"}
+_ADMIN = {"DeleteModelVersion", "RepositoryModelLoad", "RepositoryModelUnload"}
+_OPEN_SERVICES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+
+
+async def _abort_for(exc: BaseException, context, method: str) -> None:
+    if isinstance(exc, KerveError):
+        await context.abort(exc.code, exc.message)
+    log.error("unexpected error in %s", method, exc_info=exc)
+    await context.abort(grpc.StatusCode.INTERNAL, "internal error; see the server log")
+
+
+def _wrap_unary(behavior, method: str):
+    async def wrapper(request_or_iterator, context):
+        try:
+            return await behavior(request_or_iterator, context)
+        except grpc.aio.AbortError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            await _abort_for(exc, context, method)
+    return wrapper
+
+
+def _wrap_stream(behavior, method: str):
+    async def wrapper(request, context):
+        try:
+            async for item in behavior(request, context):
+                yield item
+        except grpc.aio.AbortError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            await _abort_for(exc, context, method)
+    return wrapper
+
+
+class ErrorInterceptor(grpc.aio.ServerInterceptor):
+    async def intercept_service(self, continuation: Callable[..., Awaitable],
+                                details: grpc.HandlerCallDetails):
+        handler = await continuation(details)
+        if handler is None:
+            return None
+        method = details.method
+        kwargs = dict(request_deserializer=handler.request_deserializer,
+                      response_serializer=handler.response_serializer)
+        if handler.unary_unary:
+            return grpc.unary_unary_rpc_method_handler(
+                _wrap_unary(handler.unary_unary, method), **kwargs)
+        if handler.stream_unary:
+            return grpc.stream_unary_rpc_method_handler(
+                _wrap_unary(handler.stream_unary, method), **kwargs)
+        if handler.unary_stream:
+            return grpc.unary_stream_rpc_method_handler(
+                _wrap_stream(handler.unary_stream, method), **kwargs)
+        return handler  # bidirectional streams: none of ours
+
+
+def required_scope(method: str) -> str | None:
+    if method.startswith(_OPEN_SERVICES):
+        return None
+    name = method.rsplit("/", 1)[-1]
+    if name in _ADMIN:
+        return "admin"
+    if name in _WRITE:
+        return "write"
+    return "read"
+
+
+class TokenInterceptor(grpc.aio.ServerInterceptor):
+    """``authorization: Bearer TOKEN`` against a token -> scope table."""
+
+    def __init__(self, tokens: dict[str, str]) -> None:
+        self._tokens = tokens
+
+    async def intercept_service(self, continuation, details: grpc.HandlerCallDetails):
+        needed = required_scope(details.method)
+        if needed is None:
+            return await continuation(details)
+        header = dict(details.invocation_metadata or ()).get("authorization", "")
+        token = header[7:].strip() if header.lower().startswith("bearer ") else ""
+        scope = self._tokens.get(token) if token else None
+        if scope is None or SCOPES.index(scope) < SCOPES.index(needed):
+            error = (UnauthenticatedError("missing or unknown bearer token") if scope is None
+                     else PermissionDeniedError(f"token scope {scope!r} cannot call this "
+                                                f"method (needs {needed!r})"))
+            return _refusal(await continuation(details), error)
+        return await continuation(details)
+
+
+def _refusal(handler, error: KerveError):
+    async def refuse(request, context):
+        await context.abort(error.code, error.message)
+
+    async def refuse_stream(request, context):
+        await context.abort(error.code, error.message)
+        yield  # pragma: no cover - makes this an async generator
+
+    kwargs = dict(request_deserializer=handler.request_deserializer,
+                  response_serializer=handler.response_serializer)
+    if handler.unary_stream:
+        return grpc.unary_stream_rpc_method_handler(refuse_stream, **kwargs)
+    if handler.stream_unary:
+        return grpc.stream_unary_rpc_method_handler(refuse, **kwargs)
+    return grpc.unary_unary_rpc_method_handler(refuse, **kwargs)
+
+
+def load_tokens(path) -> dict[str, str]:
+    """A YAML or JSON mapping of token to scope (read, write or admin)."""
+    import yaml
+
+    with open(path) as f:
+        data = yaml.safe_load(f) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping of token to scope")
+    tokens = {}
+    for token, scope in data.items():
+        if scope not in SCOPES:
+            raise ValueError(f"{path}: scope {scope!r} is not one of {', '.join(SCOPES)}")
+        tokens[str(token)] = scope
+    return tokens

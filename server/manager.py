@@ -1,0 +1,269 @@
+"""The manager: which versions are loaded, and handles that keep one alive during a request.
+
+Desired state comes from the registry (the source): every model's default version (alias
+``production``, else the newest), plus versions asked for on demand or through
+RepositoryModelLoad. Loads run in the background; a new default is swapped in only once
+READY, and the old one is unloaded once its in-flight requests finish. A version that fails
+to load is FAILED with the reason while the others keep serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import AsyncIterator, Callable
+
+from kerve.registry.catalogue import Registry
+from kerve.registry.errors import (FailedPreconditionError, KerveError, NotFoundError,
+                                   UnavailableError)
+from kerve.registry.metadata import ModelInfo, VersionInfo
+from kerve.registry.names import VersionRef
+from kerve.server.loader import LoadedModel
+
+log = logging.getLogger(__name__)
+
+
+class State(enum.Enum):
+    LOADING = "LOADING"
+    READY = "READY"
+    FAILED = "FAILED"
+    UNLOADING = "UNLOADING"
+
+
+@dataclass
+class Served:
+    """One version's life in this server."""
+
+    name: str
+    version: int
+    state: State = State.LOADING
+    reason: str = ""
+    loaded: LoadedModel | None = None
+    runner: object | None = None  # the version's Batcher
+    in_flight: int = 0
+    last_used: float = field(default_factory=time.monotonic)
+    pinned: bool = False  # RepositoryModelLoad asked for it
+    drained: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+Loader = Callable[[VersionInfo], LoadedModel]
+RunnerFactory = Callable[[LoadedModel], object]
+
+
+class ModelManager:
+    def __init__(self, registry: Registry, load: Loader, make_runner: RunnerFactory, *,
+                 poll_interval_s: float, idle_unload_s: float, load_workers: int = 1,
+                 on_loaded: Callable[[Served], None] | None = None) -> None:
+        self._registry = registry
+        self._load = load
+        self._make_runner = make_runner
+        self._poll_interval_s = poll_interval_s
+        self._idle_unload_s = idle_unload_s
+        self._on_loaded = on_loaded
+        self._pool = ThreadPoolExecutor(load_workers, thread_name_prefix="kerve-load")
+        self._served: dict[tuple[str, int], Served] = {}
+        self._catalogue: dict[str, ModelInfo] = {}
+        self._defaults: dict[str, int] = {}  # the version default requests go to now
+        self._unloaded: set[str] = set()  # RepositoryModelUnload'ed, until loaded again
+        self._tasks: set[asyncio.Task] = set()
+        self._sync_lock = asyncio.Lock()
+        self._initial_sync_done = asyncio.Event()
+        self._poller: asyncio.Task | None = None
+
+    # --- lifecycle ------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._registry.on_change(lambda name: self._spawn(self.sync()))
+        await self.sync()
+        self._initial_sync_done.set()
+        self._poller = asyncio.get_running_loop().create_task(self._poll())
+
+    async def stop(self) -> None:
+        if self._poller:
+            self._poller.cancel()
+        for task in list(self._tasks):
+            task.cancel()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    async def _poll(self) -> None:
+        while True:
+            await asyncio.sleep(self._poll_interval_s)
+            try:
+                await self.sync()
+                self._unload_idle()
+            except Exception:  # noqa: BLE001 - a bad poll must not stop polling
+                log.exception("registry sync failed")
+
+    def _spawn(self, coro) -> asyncio.Task:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    # --- desired state --------------------------------------------------------------
+
+    async def sync(self) -> None:
+        """Re-read the registry; load new default versions; unload what is gone."""
+        async with self._sync_lock:
+            models = {m.name: m for m in await self._registry.list_models()}
+            self._catalogue = models
+            for name, info in models.items():
+                if name in self._unloaded:
+                    continue
+                want = info.default_version
+                served = self._served.get((name, want))
+                if served is None or served.state is State.UNLOADING:
+                    self._start_load(name, want)
+                elif served.state is State.READY:
+                    self._promote(name, want)
+            for key, served in list(self._served.items()):
+                name, version = key
+                info = models.get(name)
+                if info is None or version not in info.versions:
+                    self._begin_unload(served)
+
+    def _start_load(self, name: str, version: int, *, pinned: bool = False) -> Served:
+        served = Served(name, version, pinned=pinned)
+        self._served[(name, version)] = served
+        self._spawn(self._load_one(served))
+        return served
+
+    async def _load_one(self, served: Served) -> None:
+        try:
+            info = await self._registry.resolve(VersionRef(served.name, served.version))
+            loaded = await asyncio.get_running_loop().run_in_executor(self._pool, self._load, info)
+            served.loaded = loaded
+            served.runner = self._make_runner(loaded)
+            served.state = State.READY
+            if self._on_loaded:
+                self._on_loaded(served)
+        except KerveError as exc:
+            served.state, served.reason = State.FAILED, exc.message
+            log.warning("version %s:%d failed to load: %s", served.name, served.version, exc.message)
+            return
+        except Exception as exc:  # noqa: BLE001
+            served.state = State.FAILED
+            served.reason = f"{type(exc).__name__}: {' '.join(str(exc).split())[:500]}"
+            log.exception("version %s:%d failed to load", served.name, served.version)
+            return
+        info = self._catalogue.get(served.name)
+        if info is not None and info.default_version == served.version:
+            self._promote(served.name, served.version)
+
+    def _promote(self, name: str, version: int) -> None:
+        """Send default requests to ``version``; retire the previous default."""
+        previous = self._defaults.get(name)
+        self._defaults[name] = version
+        if previous is not None and previous != version:
+            old = self._served.get((name, previous))
+            if old is not None and not old.pinned:
+                self._begin_unload(old)
+
+    def _begin_unload(self, served: Served) -> None:
+        if served.state is State.UNLOADING:
+            return
+        served.state = State.UNLOADING
+        if self._defaults.get(served.name) == served.version:
+            del self._defaults[served.name]
+        self._spawn(self._finish_unload(served))
+
+    async def _finish_unload(self, served: Served) -> None:
+        if served.in_flight:
+            await served.drained.wait()  # a handle keeps the version alive
+        if self._served.get((served.name, served.version)) is served:
+            del self._served[(served.name, served.version)]
+        served.loaded = served.runner = None
+        log.info("unloaded %s:%d", served.name, served.version)
+
+    def _unload_idle(self) -> None:
+        now = time.monotonic()
+        for served in list(self._served.values()):
+            if (served.state is State.READY and not served.pinned and served.in_flight == 0
+                    and self._defaults.get(served.name) != served.version
+                    and now - served.last_used > self._idle_unload_s):
+                self._begin_unload(served)
+
+    # --- requests -------------------------------------------------------------------
+
+    async def resolve(self, ref: VersionRef) -> int:
+        """The version number a reference means, from the cached catalogue when possible."""
+        info = self._catalogue.get(ref.name)
+        if ref.version is not None and info is not None and ref.version in info.versions:
+            return ref.version
+        if ref.alias is not None and info is not None and ref.alias in info.aliases:
+            return info.aliases[ref.alias]
+        if ref.version is None and ref.alias is None and ref.name in self._defaults:
+            return self._defaults[ref.name]
+        # Not in the cache: maybe created by another replica a moment ago.
+        return (await self._registry.resolve(ref)).version
+
+    @asynccontextmanager
+    async def acquire(self, ref: VersionRef) -> AsyncIterator[Served]:
+        """A handle on a READY version: it is not unloaded while the handle is held."""
+        if ref.name in self._unloaded:
+            raise UnavailableError(f"model {ref.name!r} is unloaded (RepositoryModelLoad it)")
+        version = await self.resolve(ref)
+        served = self._served.get((ref.name, version))
+        if served is None or served.state is State.UNLOADING:
+            self._start_load(ref.name, version)
+            raise UnavailableError(f"model {ref.name} version {version} is loading; retry shortly")
+        if served.state is State.LOADING:
+            raise UnavailableError(f"model {ref.name} version {version} is loading; retry shortly")
+        if served.state is State.FAILED:
+            raise FailedPreconditionError(
+                f"model {ref.name} version {version} failed to load: {served.reason}")
+        served.in_flight += 1
+        served.last_used = time.monotonic()
+        served.drained.clear()
+        try:
+            yield served
+        finally:
+            served.in_flight -= 1
+            if served.in_flight == 0:
+                served.drained.set()
+
+    # --- repository API (RepositoryModelLoad/Unload, status) ---------------------------
+
+    async def load_model(self, name: str) -> None:
+        """Load a model's default version and keep it (KServe RepositoryModelLoad)."""
+        self._unloaded.discard(name)
+        await self.sync()
+        if name not in self._catalogue:
+            raise NotFoundError(f"model {name!r} not found")
+
+    async def unload_model(self, name: str) -> None:
+        if name not in self._catalogue:
+            raise NotFoundError(f"model {name!r} not found")
+        self._unloaded.add(name)
+        for served in [s for s in self._served.values() if s.name == name]:
+            self._begin_unload(served)
+
+    def status(self, name: str, version: int) -> Served | None:
+        return self._served.get((name, version))
+
+    def catalogue(self) -> dict[str, ModelInfo]:
+        return dict(self._catalogue)
+
+    def loaded_count(self) -> int:
+        return sum(1 for s in self._served.values() if s.state is State.READY)
+
+    def ready(self) -> bool:
+        """Whether every model's default version has settled (READY or FAILED)."""
+        if not self._initial_sync_done.is_set():
+            return False
+        for name, info in self._catalogue.items():
+            if name in self._unloaded:
+                continue
+            served = self._served.get((name, info.default_version))
+            if name not in self._defaults and (served is None or served.state is State.LOADING):
+                return False
+        return True
+
+    def model_ready(self, name: str, version: int) -> bool:
+        served = self._served.get((name, version))
+        return served is not None and served.state is State.READY

@@ -1,0 +1,133 @@
+"""kerve.registry.v1.RegistryService: a thin layer over kerve.registry.catalogue.Registry."""
+
+from __future__ import annotations
+
+import asyncio
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from kerve.protos.kerve.registry.v1 import registry_pb2 as pb
+from kerve.protos.kerve.registry.v1 import registry_pb2_grpc
+from kerve.registry.catalogue import (ARCHITECTURE, KERAS_ARCHIVE, WEIGHTS, DeclaredPart,
+                                      Registry, check_upload_header)
+from kerve.registry.errors import InvalidArgumentError, KerveError
+from kerve.registry.metadata import ModelInfo, VersionInfo
+from kerve.registry.names import VersionRef
+from kerve.server.manager import ModelManager
+from kerve.server.metrics import Metrics
+
+KIND_NAMES = {pb.ARCHITECTURE: ARCHITECTURE, pb.WEIGHTS: WEIGHTS, pb.KERAS_ARCHIVE: KERAS_ARCHIVE}
+DOWNLOAD_CHUNK = 1 << 20
+
+
+def _kind(value: int) -> str:
+    if value not in KIND_NAMES:
+        raise InvalidArgumentError(f"unknown part kind {value}")
+    return KIND_NAMES[value]
+
+
+def model_proto(info: ModelInfo) -> pb.Model:
+    return pb.Model(name=info.name, versions=info.versions, aliases=info.aliases,
+                    default_version=info.default_version)
+
+
+def version_proto(info: VersionInfo, manager: ModelManager | None = None) -> pb.ModelVersion:
+    created = Timestamp()
+    created.FromDatetime(info.created)
+    served = manager.status(info.name, info.version) if manager else None
+    sig = info.signature
+    return pb.ModelVersion(
+        name=info.name, version=info.version,
+        status=served.state.value if served else "AVAILABLE",
+        status_message=served.reason if served else "",
+        created=created,
+        architecture=pb.Blob(sha256=info.architecture.sha256, size=info.architecture.size),
+        weights=pb.Blob(sha256=info.weights.sha256, size=info.weights.size),
+        weights_format=info.weights_format,
+        signature=pb.Signature(
+            inputs=[pb.TensorSpec(name=t.name, dtype=t.dtype, shape=t.shape) for t in sig.inputs],
+            outputs=[pb.TensorSpec(name=t.name, dtype=t.dtype, shape=t.shape)
+                     for t in sig.outputs]),
+        layer_classes=info.layer_classes, custom_objects=info.custom_objects,
+        keras_version=info.keras_version, tensorflow_version=info.tensorflow_version,
+        parameter_count=info.parameter_count, description=info.description, tags=info.tags,
+        aliases=info.aliases)
+
+
+class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
+    def __init__(self, registry: Registry, manager: ModelManager, metrics: Metrics) -> None:
+        self.registry = registry
+        self.manager = manager
+        self.metrics = metrics
+
+    async def UploadModel(self, request_iterator, context):
+        code = "OK"
+        try:
+            return await self._upload(request_iterator)
+        except KerveError as exc:
+            code = exc.code.name
+            raise
+        except BaseException:
+            code = "INTERNAL"
+            raise
+        finally:
+            self.metrics.uploads.labels(code).inc()
+
+    async def _upload(self, request_iterator) -> pb.UploadModelResponse:
+        first = await anext(aiter(request_iterator), None)
+        if first is None or not first.HasField("header"):
+            raise InvalidArgumentError("an upload starts with an UploadHeader message")
+        header = first.header
+        check_upload_header(header.name, list(header.aliases), header.description,
+                            dict(header.tags))
+        parts = [DeclaredPart(_kind(p.kind), p.size, p.sha256) for p in header.parts]
+        if len({p.kind for p in parts}) != len(parts):
+            raise InvalidArgumentError("each part kind may be declared once")
+        staged = self.registry.stage(parts)
+        try:
+            async for message in request_iterator:
+                if not message.HasField("chunk"):
+                    raise InvalidArgumentError("only chunks may follow the header")
+                staged.write(_kind(message.chunk.kind), message.chunk.data)
+        except BaseException:
+            staged.discard()
+            raise
+        info = await self.registry.commit(
+            staged, header.name, aliases=list(header.aliases),
+            description=header.description, tags=dict(header.tags))
+        return pb.UploadModelResponse(version=version_proto(info, self.manager))
+
+    async def ListModels(self, request, context):
+        models = await self.registry.list_models()
+        return pb.ListModelsResponse(models=[model_proto(m) for m in models])
+
+    async def GetModel(self, request, context):
+        info, versions = await self.registry.get_model(request.name)
+        return pb.GetModelResponse(model=model_proto(info),
+                                   versions=[version_proto(v, self.manager) for v in versions])
+
+    async def SetAlias(self, request, context):
+        if request.version <= 0:
+            raise InvalidArgumentError("SetAlias needs a version number")
+        info = await self.registry.set_alias(request.name, request.alias, request.version)
+        return pb.SetAliasResponse(model=model_proto(info))
+
+    async def DeleteAlias(self, request, context):
+        info = await self.registry.delete_alias(request.name, request.alias)
+        return pb.DeleteAliasResponse(model=model_proto(info))
+
+    async def DeleteModelVersion(self, request, context):
+        await self.registry.delete_version(request.name, request.version)
+        return pb.DeleteModelVersionResponse()
+
+    async def DownloadModelVersion(self, request, context):
+        ref = VersionRef.of(request.name, request.version or None, request.alias or None)
+        info = await self.registry.resolve(ref)
+        yield pb.DownloadModelVersionResponse(header=version_proto(info, self.manager))
+        for kind, blob in ((pb.ARCHITECTURE, info.architecture), (pb.WEIGHTS, info.weights)):
+            f = await asyncio.to_thread(self.registry.open_blob, blob.sha256)
+            try:
+                while data := await asyncio.to_thread(f.read, DOWNLOAD_CHUNK):
+                    yield pb.DownloadModelVersionResponse(chunk=pb.UploadChunk(kind=kind, data=data))
+            finally:
+                f.close()
