@@ -49,6 +49,7 @@ class Served:
     last_used: float = field(default_factory=time.monotonic)
     pinned: bool = False  # RepositoryModelLoad asked for it
     drained: asyncio.Event = field(default_factory=asyncio.Event)
+    settled: asyncio.Event = field(default_factory=asyncio.Event)  # READY or FAILED
 
 
 Loader = Callable[[VersionInfo], LoadedModel]
@@ -151,6 +152,8 @@ class ModelManager:
             served.reason = f"{type(exc).__name__}: {' '.join(str(exc).split())[:500]}"
             log.exception("version %s:%d failed to load", served.name, served.version)
             return
+        finally:
+            served.settled.set()
         info = self._catalogue.get(served.name)
         if info is not None and info.default_version == served.version:
             self._promote(served.name, served.version)
@@ -230,11 +233,20 @@ class ModelManager:
     # --- repository API (RepositoryModelLoad/Unload, status) ---------------------------
 
     async def load_model(self, name: str) -> None:
-        """Load a model's default version and keep it (KServe RepositoryModelLoad)."""
+        """Load a model's default version and return once it is READY (KServe
+        RepositoryModelLoad); FAILED_PRECONDITION with the reason if it fails to load."""
         self._unloaded.discard(name)
         await self.sync()
-        if name not in self._catalogue:
+        info = self._catalogue.get(name)
+        if info is None:
             raise NotFoundError(f"model {name!r} not found")
+        served = self._served.get((name, info.default_version))
+        if served is None:
+            served = self._start_load(name, info.default_version)
+        await served.settled.wait()
+        if served.state is State.FAILED:
+            raise FailedPreconditionError(
+                f"model {name} version {served.version} failed to load: {served.reason}")
 
     async def unload_model(self, name: str) -> None:
         if name not in self._catalogue:

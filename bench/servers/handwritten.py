@@ -1,0 +1,96 @@
+"""Two hand-written KServe v2 gRPC servers (ModelInfer only), the baselines of the bench.
+
+--mode naive: what a user writes first: a grpc.aio handler that calls ``model.predict`` once
+    per request, inside the handler.
+--mode bare:  grpc.aio + the model's compiled tf.function (input signature with a free batch
+    dimension, what kerve's loader builds), called inline in the handler: no batching, no
+    queue, no thread hop. The latency floor of a Python gRPC server at concurrency 1.
+
+Run: python bench/servers/handwritten.py --mode bare --model /tmp/mlp.keras --name mlp \
+        --port-file /tmp/p.json   (binds 127.0.0.1 only; stops on SIGTERM/SIGINT)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+async def serve(args) -> None:
+    import grpc
+    import keras
+    from tritonclient.grpc import service_pb2 as pb
+    from tritonclient.grpc import service_pb2_grpc as pb_grpc
+
+    import models
+
+    model = keras.saving.load_model(args.model, compile=False)
+    out_name = model.outputs[0].name if hasattr(model.outputs[0], "name") else "output_0"
+    if args.mode == "bare":
+        predict = models.compiled_predict(model)
+    else:
+        def predict(x):
+            return model.predict(x, verbose=0)
+    shape = tuple(model.inputs[0].shape[1:])
+    predict(np.zeros((1, *shape), np.float32))  # warm up (traces the tf.function)
+
+    class Servicer(pb_grpc.GRPCInferenceServiceServicer):
+        async def ServerLive(self, request, context):
+            return pb.ServerLiveResponse(live=True)
+
+        async def ServerReady(self, request, context):
+            return pb.ServerReadyResponse(ready=True)
+
+        async def ModelReady(self, request, context):
+            return pb.ModelReadyResponse(ready=request.name == args.name)
+
+        async def ModelInfer(self, request, context):
+            if request.model_name != args.name:
+                await context.abort(grpc.StatusCode.NOT_FOUND, f"no model {request.model_name}")
+            t = request.inputs[0]
+            x = np.frombuffer(request.raw_input_contents[0], np.float32).reshape(list(t.shape))
+            y = np.asarray(predict(x), dtype=np.float32)
+            resp = pb.ModelInferResponse(model_name=args.name, model_version="1", id=request.id)
+            resp.outputs.add(name=out_name, datatype="FP32", shape=list(y.shape))
+            resp.raw_output_contents.append(y.tobytes())
+            return resp
+
+    server = grpc.aio.server(options=[("grpc.max_receive_message_length", 256 << 20),
+                                      ("grpc.max_send_message_length", 256 << 20),
+                                      ("grpc.so_reuseport", 0)])
+    pb_grpc.add_GRPCInferenceServiceServicer_to_server(Servicer(), server)
+    port = server.add_insecure_port(f"127.0.0.1:{args.port}")
+    await server.start()
+    if args.port_file:
+        tmp = args.port_file + ".tmp"
+        Path(tmp).write_text(json.dumps({"port": port, "pid": os.getpid()}))
+        os.replace(tmp, args.port_file)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await server.stop(1)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--mode", choices=["naive", "bare"], required=True)
+    p.add_argument("--model", required=True, help=".keras file")
+    p.add_argument("--name", default="mlp", help="model name served")
+    p.add_argument("--port", type=int, default=0)
+    p.add_argument("--port-file")
+    asyncio.run(serve(p.parse_args()))
+
+
+if __name__ == "__main__":
+    main()

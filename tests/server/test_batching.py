@@ -1,0 +1,158 @@
+"""The dynamic batcher on its own: merging, splitting, bounds, deadlines and failures."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from kerve.registry.errors import DeadlineExceededError, ResourceExhaustedError
+from kerve.server.batching import Batcher
+
+
+class SlowDouble:
+    """x -> [2x, sum over features], taking ``delay`` seconds a call; records batch sizes."""
+
+    def __init__(self, delay: float = 0.02, fail_on: float | None = None) -> None:
+        self.delay = delay
+        self.fail_on = fail_on
+        self.calls: list[int] = []
+        self.lock = threading.Lock()
+
+    def __call__(self, arrays):
+        (x,) = arrays
+        with self.lock:
+            self.calls.append(x.shape[0])
+        time.sleep(self.delay)
+        if self.fail_on is not None and (x == self.fail_on).any():
+            raise ValueError("poisoned row")
+        return [x * 2, x.sum(axis=1)]
+
+
+def _batcher(fn, **kw):
+    args = dict(batchable=True, max_batch_size=8, timeout_s=0.002, max_queue=100)
+    args.update(kw)
+    return Batcher(fn, ThreadPoolExecutor(2), **args)
+
+
+def _rows(n: int, start: int = 0) -> list[np.ndarray]:
+    return [np.arange(start, start + n * 3, dtype=np.float32).reshape(n, 3)]
+
+
+def test_lone_request_runs_at_once():
+    fn = SlowDouble(delay=0)
+
+    async def main():
+        b = _batcher(fn, timeout_s=5.0)  # a long timeout must not delay an idle queue
+        started = time.perf_counter()
+        out = await b.run(_rows(1))
+        return time.perf_counter() - started, out
+
+    elapsed, out = asyncio.run(main())
+    assert elapsed < 0.5
+    np.testing.assert_array_equal(out[0], _rows(1)[0] * 2)
+
+
+def test_concurrent_requests_are_merged_and_split_back():
+    fn = SlowDouble()
+
+    async def main():
+        b = _batcher(fn)
+        return await asyncio.gather(*(b.run(_rows(2, start=10 * i)) for i in range(12)))
+
+    results = asyncio.run(main())
+    for i, (doubled, summed) in enumerate(results):
+        x = _rows(2, start=10 * i)[0]
+        np.testing.assert_array_equal(doubled, x * 2)
+        np.testing.assert_array_equal(summed, x.sum(axis=1))
+    assert sum(fn.calls) == 24
+    assert max(fn.calls) <= 8 and max(fn.calls) > 2  # merged, never past max rows
+    assert len(fn.calls) < 12
+
+
+def test_unbatchable_model_never_merges():
+    fn = SlowDouble()
+
+    async def main():
+        b = _batcher(fn, batchable=False)
+        await asyncio.gather(*(b.run(_rows(1, start=i)) for i in range(5)))
+
+    asyncio.run(main())
+    assert fn.calls == [1] * 5
+
+
+def test_queue_is_bounded():
+    fn = SlowDouble(delay=0.05)
+
+    async def main():
+        b = _batcher(fn, max_queue=3, batchable=False)
+        return await asyncio.gather(*(b.run(_rows(1)) for _ in range(10)),
+                                    return_exceptions=True)
+
+    results = asyncio.run(main())
+    rejected = [r for r in results if isinstance(r, ResourceExhaustedError)]
+    assert rejected and len(rejected) < 10
+    assert all(isinstance(r, list) for r in results if r not in rejected)
+
+
+def test_request_past_deadline_is_dropped_before_it_runs():
+    fn = SlowDouble(delay=0.1)
+
+    async def main():
+        b = _batcher(fn, batchable=False)
+        first = asyncio.ensure_future(b.run(_rows(1)))
+        await asyncio.sleep(0)
+        late = b.run(_rows(1, start=100), deadline=time.monotonic() + 0.01)
+        return await asyncio.gather(first, late, return_exceptions=True)
+
+    first, late = asyncio.run(main())
+    assert isinstance(first, list)
+    assert isinstance(late, DeadlineExceededError)
+    assert fn.calls == [1]
+
+
+def test_failing_batch_fails_every_request_in_it():
+    fn = SlowDouble(fail_on=1000.0)
+
+    async def main():
+        b = _batcher(fn)
+        blocker = asyncio.ensure_future(b.run(_rows(1, start=-50)))
+        await asyncio.sleep(0)
+        batch = [b.run(_rows(1, start=1000)), b.run(_rows(1, start=0))]
+        return await asyncio.gather(blocker, *batch, return_exceptions=True)
+
+    blocker, poisoned, bystander = asyncio.run(main())
+    assert isinstance(blocker, list)
+    assert isinstance(poisoned, ValueError) and isinstance(bystander, ValueError)
+    assert "poisoned row" in str(bystander)
+
+
+def test_padding_to_allowed_sizes():
+    fn = SlowDouble()
+
+    async def main():
+        b = _batcher(fn, pad_to=(4, 8))
+        blocker = asyncio.ensure_future(b.run(_rows(1)))
+        await asyncio.sleep(0)
+        return await asyncio.gather(blocker, b.run(_rows(2, start=5)), b.run(_rows(1, start=9)))
+
+    results = asyncio.run(main())
+    assert set(fn.calls) <= {4, 8}
+    np.testing.assert_array_equal(results[1][0], _rows(2, start=5)[0] * 2)
+    np.testing.assert_array_equal(results[2][0], _rows(1, start=9)[0] * 2)
+
+
+@pytest.mark.parametrize("instances", [2])
+def test_several_instances_wait_for_a_fuller_batch(instances):
+    fn = SlowDouble(delay=0.05)
+
+    async def main():
+        b = _batcher(fn, instances=instances, timeout_s=0.02)
+        return await asyncio.gather(*(b.run(_rows(1, start=i)) for i in range(10)))
+
+    asyncio.run(main())
+    assert sum(fn.calls) == 10 and len(fn.calls) < 10
