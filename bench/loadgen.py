@@ -69,8 +69,7 @@ def build_request(protocol: str, model: str, input_name: str, x: np.ndarray,
         from tritonclient.grpc import service_pb2 as pb
 
         req = pb.ModelInferRequest(model_name=model)
-        t = req.inputs.add(name=input_name, datatype="FP32", shape=list(x.shape))
-        del t
+        req.inputs.add(name=input_name, datatype="FP32", shape=list(x.shape))
         if output_name:
             req.outputs.add(name=output_name)
         req.raw_input_contents.append(x.tobytes())

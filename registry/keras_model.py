@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from kerve.registry.allowlist import ScanResult, scan_architecture
+from kerve.registry.allowlist import scan_architecture
 from kerve.registry.errors import InvalidArgumentError
 from kerve.registry.plugins import Plugins
 from kerve.registry.signature import Signature, TensorSpec, unique_names
@@ -234,7 +234,3 @@ def layer_classes(model) -> list[str]:
         registered = keras.saving.get_registered_name(cls)
         names.add(registered)
     return sorted(names)
-
-
-def scan_summary(scan: ScanResult) -> list[str]:
-    return sorted(scan.custom_objects)

@@ -34,7 +34,6 @@ def validate_files(architecture: Path, weights: Path, plugins: Plugins,
                    allow_unsafe_lambda: bool) -> ValidationReport:
     """Deserialize safely, check the weights against the architecture, smoke-predict."""
     import keras
-    import numpy as np
     import tensorflow as tf
 
     from kerve.registry import keras_model as km
@@ -52,12 +51,12 @@ def validate_files(architecture: Path, weights: Path, plugins: Plugins,
         shown = ", ".join(unset[:10]) + (f" and {len(unset) - 10} more" if len(unset) > 10 else "")
         raise InvalidArgumentError(
             f"weights do not match the architecture: no saved value for {shown}")
-    _smoke_predict(model, signature, np, keras)
+    _smoke_predict(model, signature)
     return ValidationReport(
         signature=signature,
         weights_format=fmt,
         layer_classes=km.layer_classes(model),
-        custom_objects=km.scan_summary(scan),
+        custom_objects=sorted(scan.custom_objects),
         parameter_count=int(model.count_params()),
         keras_version=keras.__version__,
         tensorflow_version=tf.__version__,
@@ -65,7 +64,10 @@ def validate_files(architecture: Path, weights: Path, plugins: Plugins,
     )
 
 
-def _smoke_predict(model, signature: Signature, np, keras) -> None:
+def _smoke_predict(model, signature: Signature) -> None:
+    import keras
+    import numpy as np
+
     from kerve.registry.keras_model import model_inputs
 
     arrays = [np.zeros(tuple(1 if d == -1 else d for d in spec.shape), dtype=spec.dtype)

@@ -123,7 +123,7 @@ class Batcher:
                 outputs = await loop.run_in_executor(self._executor, self._predict, batch[0].arrays)
                 _resolve(batch[0].future, outputs)
                 return
-            merged, total = self._merge_inputs(batch)
+            merged = self._merge_inputs(batch)
             outputs = await loop.run_in_executor(self._executor, self._predict, merged)
             start = 0
             for p in batch:
@@ -139,7 +139,7 @@ class Batcher:
             self._in_flight -= 1
             self._dispatch()
 
-    def _merge_inputs(self, batch: list[_Pending]) -> tuple[list[np.ndarray], int]:
+    def _merge_inputs(self, batch: list[_Pending]) -> list[np.ndarray]:
         total = sum(p.rows for p in batch)
         target = next((s for s in self._pad_to if s >= total), total)
         merged = []
@@ -149,7 +149,7 @@ class Batcher:
                 pad = np.zeros((target - total, *parts[0].shape[1:]), dtype=parts[0].dtype)
                 parts.append(pad)
             merged.append(np.concatenate(parts, axis=0) if len(parts) > 1 else parts[0])
-        return merged, total
+        return merged
 
 
 def _resolve(future: asyncio.Future, value) -> None:

@@ -21,6 +21,18 @@ from kerve.server.metrics import Metrics
 
 
 @dataclass
+class VersionStats:
+    """Per-version counters for KServe's ModelStatistics (Prometheus has the rest)."""
+
+    success_count: int = 0
+    success_ns: int = 0
+    fail_count: int = 0
+    fail_ns: int = 0
+    inference_count: int = 0  # rows
+    last_inference_ms: int = 0
+
+
+@dataclass
 class InferResult:
     name: str
     version: int
@@ -31,20 +43,23 @@ class InferenceCore:
     def __init__(self, manager: ModelManager, metrics: Metrics) -> None:
         self.manager = manager
         self.metrics = metrics
+        self.stats: dict[tuple[str, int], VersionStats] = {}
 
     async def infer(self, ref: VersionRef, inputs: dict[str, np.ndarray], *, api: str,
                     outputs: list[str] | None = None,
                     deadline: float | None = None) -> InferResult:
         """Run one request; ``deadline`` is a time.monotonic() instant or None."""
         started = time.perf_counter()
-        version_label = ""
+        version: int | None = None
+        rows = 0
         code = "OK"
         try:
             async with self.manager.acquire(ref) as served:
-                version_label = str(served.version)
+                version = served.version
                 signature = served.loaded.signature
                 arrays = order_inputs(signature, inputs)
                 wanted = select_outputs(signature, outputs)
+                rows = int(arrays[0].shape[0]) if arrays[0].ndim else 1
                 results = await served.runner.run(arrays, deadline)
                 named = {spec.name: arr for spec, arr in zip(signature.outputs, results)}
                 return InferResult(ref.name, served.version, {n: named[n] for n in wanted})
@@ -55,14 +70,28 @@ class InferenceCore:
             code = "INTERNAL"
             raise
         finally:
-            self.metrics.requests.labels(ref.name, version_label, api, code).inc()
-            self.metrics.request_duration.labels(ref.name, api).observe(
-                time.perf_counter() - started)
+            elapsed = time.perf_counter() - started
+            self.metrics.requests.labels(ref.name, "" if version is None else str(version),
+                                         api, code).inc()
+            self.metrics.request_duration.labels(ref.name, api).observe(elapsed)
+            if version is not None:
+                self._count(ref.name, version, code == "OK", rows, elapsed)
+
+    def _count(self, name: str, version: int, ok: bool, rows: int, elapsed: float) -> None:
+        stats = self.stats.setdefault((name, version), VersionStats())
+        ns = int(elapsed * 1e9)
+        if ok:
+            stats.success_count += 1
+            stats.success_ns += ns
+            stats.inference_count += rows
+            stats.last_inference_ms = int(time.time() * 1000)
+        else:
+            stats.fail_count += 1
+            stats.fail_ns += ns
 
     async def signature(self, ref: VersionRef) -> tuple[int, Signature]:
         """The signature of the version a reference means (loaded or not)."""
-        info = await self.manager._registry.resolve(
-            VersionRef(ref.name, await self.manager.resolve(ref)))
+        info = await self.manager.version_info(ref)
         return info.version, info.signature
 
     def model_info(self, name: str) -> ModelInfo:

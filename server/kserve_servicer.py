@@ -87,7 +87,6 @@ class KServeServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
         return response
 
     async def ModelStatistics(self, request, context):
-        # Per-model counters live in Prometheus; this answers which versions exist.
         catalogue = self.core.manager.catalogue()
         names = [request.name] if request.name else sorted(catalogue)
         response = pb.ModelStatisticsResponse()
@@ -97,7 +96,15 @@ class KServeServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
             for version in catalogue[name].versions:
                 if request.version and request.version != str(version):
                     continue
-                response.model_stats.add(name=name, version=str(version))
+                stats = self.core.stats.get((name, version))
+                entry = response.model_stats.add(name=name, version=str(version))
+                if stats is not None:
+                    entry.last_inference = stats.last_inference_ms
+                    entry.inference_count = stats.inference_count
+                    entry.inference_stats.success.count = stats.success_count
+                    entry.inference_stats.success.ns = stats.success_ns
+                    entry.inference_stats.fail.count = stats.fail_count
+                    entry.inference_stats.fail.ns = stats.fail_ns
         return response
 
     async def RepositoryIndex(self, request, context):

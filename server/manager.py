@@ -205,6 +205,10 @@ class ModelManager:
         # Not in the cache: maybe created by another replica a moment ago.
         return (await self._registry.resolve(ref)).version
 
+    async def version_info(self, ref: VersionRef) -> VersionInfo:
+        """The stored version a reference means, loaded or not."""
+        return await self._registry.resolve(VersionRef(ref.name, await self.resolve(ref)))
+
     @asynccontextmanager
     async def acquire(self, ref: VersionRef) -> AsyncIterator[Served]:
         """A handle on a READY version: it is not unloaded while the handle is held."""

@@ -55,6 +55,18 @@ class Built:
         outputs = self.model.predict(self.inputs, verbose=0)
         self.outputs = outputs if isinstance(outputs, list) else [outputs]
 
+    @property
+    def input_names(self) -> list[str]:
+        """The InputLayer names (Keras numbers auto-named layers per process)."""
+        return [t._keras_history.operation.name for t in self.model.inputs]
+
+    @property
+    def output_names(self) -> list[str]:
+        """Output names as kerve gives them: the output layers' names, repeats _1, _2, ..."""
+        from kerve.registry.signature import unique_names
+
+        return unique_names([t._keras_history.operation.name for t in self.model.outputs])
+
     def input_dict(self, names: list[str]) -> dict[str, np.ndarray]:
         if isinstance(self.inputs, dict):
             return dict(self.inputs)

@@ -26,7 +26,9 @@ def server_env() -> dict[str, str]:
 
 
 class KerveProcess:
-    def __init__(self, data_dir: Path, *args: str, plugins=("seedzoo_layers",)) -> None:
+    def __init__(self, data_dir: Path, *args: str, plugins=("seedzoo_layers",),
+                 credentials: grpc.ChannelCredentials | None = None) -> None:
+        self.credentials = credentials
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         port_file = self.data_dir / "ports.json"
@@ -52,7 +54,9 @@ class KerveProcess:
         self.wait_serving()
 
     def wait_serving(self, timeout: float = 120) -> None:
-        with grpc.insecure_channel(self.target) as channel:
+        channel = (grpc.secure_channel(self.target, self.credentials) if self.credentials
+                   else grpc.insecure_channel(self.target))
+        with channel:
             stub = health_pb2_grpc.HealthStub(channel)
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline:

@@ -41,9 +41,10 @@ def test_infer_matches_keras(name, served_zoo, triton):
 
 
 def test_metadata_lists_signature_names(served_zoo, triton):
+    b, _ = served_zoo["custom_layers"]
     meta = triton.get_model_metadata("srv-custom_layers")
     assert [i.name for i in meta.inputs] == ["a", "b"]
-    assert [o.name for o in meta.outputs] == ["seed_dense", "my_multi_io_layer"]
+    assert [o.name for o in meta.outputs] == b.output_names
     assert meta.inputs[0].datatype == "FP32" and list(meta.inputs[0].shape) == [-1, 5]
     assert meta.versions == [str(served_zoo["custom_layers"][1]["version"])]
 
@@ -57,16 +58,20 @@ def test_server_endpoints(served_zoo, triton):
     index = triton.get_model_repository_index()
     entries = {(m.name, m.version): m.state for m in index.models}
     assert entries[("srv-mnist_mlp", str(served_zoo["mnist_mlp"][1]["version"]))] == "READY"
-    stats = triton.get_inference_statistics("srv-mnist_mlp")
-    assert stats.model_stats[0].name == "srv-mnist_mlp"
+    b, _ = served_zoo["mnist_mlp"]
+    _infer(triton, "srv-mnist_mlp", {"x": b.inputs})
+    stats = triton.get_inference_statistics("srv-mnist_mlp").model_stats[0]
+    assert stats.name == "srv-mnist_mlp"
+    assert stats.inference_stats.success.count >= 1 and stats.inference_count >= 3
+    assert stats.inference_stats.success.ns > 0 and stats.last_inference > 0
 
 
 def test_requested_output_filtering(served_zoo, triton):
     b, _ = served_zoo["custom_layers"]
-    result = _infer(triton, "srv-custom_layers", b.input_dict(["a", "b"]),
-                    outputs=["my_multi_io_layer"])
-    assert [o.name for o in result.get_response().outputs] == ["my_multi_io_layer"]
-    np.testing.assert_allclose(result.as_numpy("my_multi_io_layer"), b.outputs[1], atol=1e-5)
+    second = b.output_names[1]
+    result = _infer(triton, "srv-custom_layers", b.input_dict(["a", "b"]), outputs=[second])
+    assert [o.name for o in result.get_response().outputs] == [second]
+    np.testing.assert_allclose(result.as_numpy(second), b.outputs[1], atol=1e-5)
 
 
 def _typed_request(name, inputs: dict):
@@ -89,8 +94,8 @@ def test_typed_contents_in_typed_out(served_zoo, server):
                                    timeout=30)
     assert not response.raw_output_contents
     out = {o.name: o for o in response.outputs}
-    got = np.asarray(out["seed_dense"].contents.fp32_contents, np.float32).reshape(
-        out["seed_dense"].shape)
+    first = out[b.output_names[0]]
+    got = np.asarray(first.contents.fp32_contents, np.float32).reshape(first.shape)
     np.testing.assert_allclose(got, b.outputs[0], atol=1e-5)
 
 
@@ -196,3 +201,26 @@ def test_repository_unload_and_load(client, built, triton, tmp_path):
     np.testing.assert_allclose(result.as_numpy(output), b.outputs[0], atol=1e-5)
     status, _ = _error(lambda: triton.load_model("no-such-model"))
     assert status == "StatusCode.NOT_FOUND"
+
+
+def test_bf16_through_raw(client, triton):
+    import keras
+    import ml_dtypes
+
+    from tests.server.helpers import wait_ready
+
+    inputs = keras.Input((4,), dtype="bfloat16", name="brain")
+    outputs = keras.layers.Dense(2, dtype="bfloat16", name="out")(inputs)
+    model = keras.Model(inputs, outputs)
+    version = client.upload("bf16", model=model)
+    assert version["signature"]["inputs"][0]["dtype"] == "bfloat16"
+    wait_ready(client, "bf16")
+    assert triton.get_model_metadata("bf16").inputs[0].datatype == "BF16"
+    x = (np.arange(8, dtype=np.float32).reshape(2, 4) / 8).astype(ml_dtypes.bfloat16)
+    import tritonclient.grpc as grpcclient
+
+    infer_input = grpcclient.InferInput("brain", [2, 4], "BF16")
+    infer_input.set_data_from_numpy(x.astype(np.float32))  # tritonclient's BF16 convention
+    result = triton.infer("bf16", [infer_input])
+    expected = np.asarray(model(x)).astype(np.float32)
+    np.testing.assert_allclose(result.as_numpy("out").astype(np.float32), expected, atol=1e-2)

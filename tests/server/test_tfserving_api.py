@@ -58,9 +58,9 @@ def test_predict_matches_keras(name, typed, served_zoo, tf_stub):
 def test_output_filter(served_zoo, tf_stub):
     b, version = served_zoo["custom_layers"]
     request = _predict_request("srv-custom_layers", b.input_dict(_input_names(version)))
-    request.output_filter.append("my_multi_io_layer")
+    request.output_filter.append(b.output_names[1])
     response = tf_stub.Predict(request, timeout=60)
-    assert list(response.outputs) == ["my_multi_io_layer"]
+    assert list(response.outputs) == [b.output_names[1]]
 
 
 def test_get_model_metadata_signature_def(served_zoo, server):
@@ -78,7 +78,7 @@ def test_get_model_metadata_signature_def(served_zoo, server):
     sig = sig_map.signature_def["serving_default"]
     assert sig.method_name == "tensorflow/serving/predict"
     assert sorted(sig.inputs) == ["a", "b"]
-    assert sorted(sig.outputs) == ["my_multi_io_layer", "seed_dense"]
+    assert sorted(sig.outputs) == sorted(b.output_names)
     assert [d.size for d in sig.inputs["a"].tensor_shape.dim] == [-1, 5]
     assert response.model_spec.version.value == version["version"]
 
@@ -149,8 +149,8 @@ def test_single_input_accepts_any_name(served_zoo, tf_stub):
 
     b, _ = served_zoo["mnist_mlp"]
     response = tf_stub.Predict(_predict_request("srv-mnist_mlp", {"whatever": b.inputs}))
-    np.testing.assert_allclose(tf.make_ndarray(response.outputs["dense_2"]), b.outputs[0],
-                               atol=1e-5)
+    np.testing.assert_allclose(tf.make_ndarray(response.outputs[b.output_names[0]]),
+                               b.outputs[0], atol=1e-5)
 
 
 def test_classify_regress_unimplemented(tf_stub):

@@ -1,0 +1,469 @@
+"""kerve's benchmark runner: one run, one machine, the same model (same weights) everywhere.
+
+Lines measured, per model:
+  inproc         the model's compiled tf.function called in this process (no server): the limit
+  naive          hand-written grpc.aio KServe v2 server calling model.predict per request
+  bare           hand-written grpc.aio KServe v2 server calling the tf.function inline
+  kerve-nb/v2    kerve --max-batch-size 1 (batching off), KServe v2 ModelInfer
+  kerve-nb/tfs   the same server through TF Serving Predict
+  kerve/v2       kerve with its default batching, KServe v2 ModelInfer   <- "kerve" below
+  kerve/tfs      the same server through TF Serving Predict
+  mlserver       Seldon MLServer 1.7.1, custom Keras runtime, adaptive batching (32, 2 ms)
+  kserve         KServe 0.21 Python model server, custom Keras model (no batcher)
+  triton         NVIDIA Triton 2.51 via PyTriton 0.7.0, dynamic batching, Python backend
+Load (closed loop, loopback only): concurrency 1, 8, 32 with batch-1 requests and
+concurrency 8 with batch-32 requests, --repeats interleaved runs, medians reported.
+
+    /work/venv/bin/python bench/run.py --quick          # MLP only, < 5 min, no peers
+    /work/venv/bin/python bench/run.py                  # everything, peers included
+    /work/venv/bin/python bench/run.py --tune           # kerve batching settings sweep (MLP)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import loadgen  # noqa: E402
+import models as bench_models  # noqa: E402
+import peers  # noqa: E402
+from peers import log  # noqa: E402
+
+FULL_CELLS = [(1, 1), (8, 1), (32, 1), (8, 32)]
+QUICK_CELLS = [(1, 1), (32, 1), (8, 32)]
+INPROC_BATCHES = (1, 8, 32, 128)
+KERVE = "kerve/v2"
+PEER_KEYS = ("mlserver", "kserve", "triton")
+
+
+def cell_name(c: int, b: int) -> str:
+    return f"c{c} b{b}"
+
+
+# --- in-process limit ---------------------------------------------------------------------
+
+def inproc_sps(predict, x: np.ndarray, duration_s: float) -> float:
+    for _ in range(3):
+        predict(x)
+    n, t0 = 0, time.perf_counter()
+    stop = t0 + duration_s
+    while True:
+        predict(x)
+        n += 1
+        t = time.perf_counter()
+        if t >= stop:
+            break
+    return n * x.shape[0] / (t - t0)
+
+
+# --- servers of one model -------------------------------------------------------------------
+
+def start_lines(name: str, minfo: dict, args, workdir: Path, logdir: Path, report: dict):
+    """Start every server for model ``name``; returns (servers by key, lines) where a line is
+    (line name, server, protocol). Failures are reported and skipped."""
+    servers: dict[str, peers.Server] = {}
+    path = minfo["path"]
+    probe = bench_models.make_inputs(name, 1, 1)[0]
+
+    def attempt(key: str, start) -> None:
+        t0 = time.perf_counter()
+        srv = None
+        try:
+            srv = start()
+            loadgen.wait_ready(srv.target, "kserve", srv.model, srv.input_name, probe,
+                               timeout_s=args.start_timeout, proc=srv.proc)
+            servers[key] = srv
+            report["servers"].setdefault(name, {})[key] = {
+                "status": "ran", "start_s": round(time.perf_counter() - t0, 1), **srv.info}
+            log(f"{name}: {key} ready at {srv.target} (pid {srv.pid}, "
+                f"{time.perf_counter() - t0:.0f}s)")
+        except Exception as exc:  # noqa: BLE001 - a server that fails is reported, not fatal
+            msg = f"{type(exc).__name__}: {exc}"
+            if srv is not None:
+                msg += f"; log: {peers.tail(srv)}"
+                srv.stop(5)
+            report["servers"].setdefault(name, {})[key] = {"status": "failed", "error": msg}
+            log(f"!!! {name}: {key} could not be started: {msg}")
+
+    local_input = minfo["input_name"]
+    if not args.only_kerve:
+        attempt("naive", lambda: peers.start_handwritten("naive", name, path, local_input,
+                                                          workdir, logdir))
+        attempt("bare", lambda: peers.start_handwritten("bare", name, path, local_input,
+                                                         workdir, logdir))
+    kerve_flags = args.kerve_flags.split() if args.kerve_flags else []
+    attempt("kerve-nb", lambda: peers.start_kerve("nobatch", name, path, workdir,
+                                                  ["--max-batch-size", "1", *kerve_flags],
+                                                  logdir))
+    attempt("kerve", lambda: peers.start_kerve("default", name, path, workdir, kerve_flags,
+                                               logdir))
+    if args.peers:
+        for key in PEER_KEYS:
+            attempt(key, lambda key=key: peers.start_peer(key, name, path, "x", workdir,
+                                                           logdir))
+    lines = []
+    for key, srv in servers.items():
+        if key in ("kerve", "kerve-nb"):
+            lines.append((f"{key}/v2", srv, "kserve"))
+            if key == "kerve" or not args.quick:
+                lines.append((f"{key}/tfs", srv, "tfserving"))
+        else:
+            lines.append((key, srv, "kserve"))
+    return servers, lines
+
+
+def idle_cpu(servers: dict, seconds: float = 2.0) -> dict[str, float]:
+    """CPU share (of one core) each idle server burns: background noise in the figures."""
+    before = {k: peers.process_tree_cpu(s.pid) for k, s in servers.items()}
+    time.sleep(seconds)
+    return {k: (peers.process_tree_cpu(s.pid) - before[k]) / seconds
+            for k, s in servers.items()}
+
+
+# --- the run ----------------------------------------------------------------------------------
+
+def med(values):
+    values = [v for v in values if v == v]  # drop NaN
+    return statistics.median(values) if values else float("nan")
+
+
+def run_model(name: str, minfo: dict, args, workdir: Path, logdir: Path, report: dict) -> None:
+    import keras
+
+    cells = QUICK_CELLS if args.quick else FULL_CELLS
+    model = keras.saving.load_model(minfo["path"], compile=False)
+    predict = bench_models.compiled_predict(model)
+    data = {}
+    for _, b in cells:
+        if b not in data:
+            xs = bench_models.make_inputs(name, b, args.pool, seed=b)
+            data[b] = (xs, [np.asarray(model.predict(x, verbose=0), np.float32) for x in xs])
+    servers, lines = start_lines(name, minfo, args, workdir, logdir, report)
+    mrep = report["models"][name] = {"params": minfo["params"], "inproc": {}, "cells": {}}
+    try:
+        noise = idle_cpu(servers)
+        mrep["idle_cpu_share"] = noise
+        noisy = {k: round(v, 3) for k, v in noise.items() if v > 0.03}
+        if noisy:
+            log(f"note: idle servers burning CPU (share of one core): {noisy}")
+        for r in range(args.repeats):
+            for b in INPROC_BATCHES:
+                x = bench_models.make_inputs(name, b, 1, seed=99)[0]
+                sps = inproc_sps(predict, x, max(0.5, args.duration / 2))
+                mrep["inproc"].setdefault(str(b), []).append(sps)
+            log(f"{name} repeat {r + 1}/{args.repeats}: inproc "
+                + ", ".join(f"b{b} {mrep['inproc'][str(b)][-1]:.0f}/s" for b in INPROC_BATCHES))
+            for c, b in cells:
+                xs, ys = data[b]
+                order = lines[r % len(lines):] + lines[:r % len(lines)] if lines else []
+                for lname, srv, proto in order:
+                    if lname == "naive" and args.naive_duration:
+                        dur = min(args.duration, args.naive_duration)
+                    else:
+                        dur = args.duration
+                    res = loadgen.run_load(srv.target, proto, srv.model, srv.input_name, xs, ys,
+                                           concurrency=c, duration_s=dur,
+                                           warmup_s=args.warmup, engine=args.engine)
+                    key = f"{lname}|{cell_name(c, b)}"
+                    mrep["cells"].setdefault(key, []).append(asdict(res))
+                    flag = ""
+                    if res.mismatches:
+                        flag = f"  !!! MISMATCH vs local Keras: {res.first_mismatch}"
+                    elif res.errors:
+                        flag = f"  !!! {res.errors} errors: {res.first_error}"
+                    if srv.proc.poll() is not None:
+                        flag += f"  !!! server exited ({srv.proc.returncode})"
+                    log(f"{name} r{r + 1} {cell_name(c, b):7s} {lname:13s} {res.rps:8.0f} req/s "
+                        f"{res.sps:9.0f} samples/s p50 {res.p50_ms:7.2f} ms p99 "
+                        f"{res.p99_ms:7.2f} ms  client {res.client_cpu_us_per_req:4.0f} us/req"
+                        + flag)
+    finally:
+        for srv in servers.values():
+            srv.stop()
+    mrep["lines"] = [ln for ln, _, _ in lines]
+
+
+def summarize(report: dict, cells) -> list[str]:
+    out = []
+    for name, m in report["models"].items():
+        med_cells = {}
+        for key, runs in m["cells"].items():
+            med_cells[key] = {f: med([r[f] for r in runs]) for f in
+                              ("rps", "sps", "p50_ms", "p90_ms", "p99_ms",
+                               "client_cpu_us_per_req")}
+            med_cells[key]["mismatches"] = sum(r["mismatches"] for r in runs)
+            med_cells[key]["errors"] = sum(r["errors"] for r in runs)
+            med_cells[key]["runs"] = len(runs)
+        m["median"] = med_cells
+        m["inproc_median"] = {b: med(v) for b, v in m["inproc"].items()}
+        out.append("")
+        out.append(f"== {name} ({m['params']:,} parameters): median of {report['args']['repeats']}"
+                   f" runs x {report['args']['duration']} s; req/s, p50 ms (b32: samples/s)")
+        hdr = f"{'line':14s}" + "".join(f"{cell_name(c, b):>22s}" for c, b in cells)
+        out.append(hdr)
+        for line in m["lines"]:
+            row = f"{line:14s}"
+            for c, b in cells:
+                v = med_cells.get(f"{line}|{cell_name(c, b)}")
+                if v is None:
+                    row += f"{'-':>22s}"
+                    continue
+                bad = "!" if v["mismatches"] or v["errors"] else " "
+                main = f"{v['sps']:.0f} sps" if b > 1 else f"{v['rps']:.0f}/s"
+                row += f"{main:>12s} {v['p50_ms']:7.2f}ms{bad}"
+            out.append(row)
+        out.append("inproc (tf.function in-process, samples/s): " + ", ".join(
+            f"b{b} {v:.0f}" for b, v in m["inproc_median"].items()))
+        # ratios: kerve/v2 over every other line, per cell (throughput), and c1 latency
+        k = {cell_name(c, b): med_cells.get(f"{KERVE}|{cell_name(c, b)}") for c, b in cells}
+        out.append(f"ratios: {KERVE} throughput / line throughput (>1: kerve faster); "
+                   "c1 also p50 latency line/kerve")
+        for line in m["lines"]:
+            if line == KERVE:
+                continue
+            parts = []
+            for c, b in cells:
+                v = med_cells.get(f"{line}|{cell_name(c, b)}")
+                kv = k[cell_name(c, b)]
+                if v and kv and v["sps"] > 0:
+                    parts.append(f"{cell_name(c, b)} x{kv['sps'] / v['sps']:.2f}")
+            c1 = med_cells.get(f"{line}|c1 b1")
+            if c1 and k.get("c1 b1"):
+                parts.append(f"c1 p50 kerve/line {k['c1 b1']['p50_ms'] / c1['p50_ms']:.2f}")
+            out.append(f"  vs {line:12s} " + ", ".join(parts))
+        kb = k.get("c8 b32")
+        if kb and "32" in m["inproc_median"]:
+            out.append(f"  vs inproc b32: kerve c8 b32 {kb['sps']:.0f} sps = "
+                       f"{kb['sps'] / m['inproc_median']['32']:.0%} of {m['inproc_median']['32']:.0f}")
+        bad = [key for key, v in med_cells.items() if v["mismatches"]]
+        if bad:
+            out.append(f"  !!! ANSWER MISMATCHES vs local Keras (atol 1e-5): {bad}")
+        errs = [f"{key} ({v['errors']})" for key, v in med_cells.items() if v["errors"]]
+        if errs:
+            out.append(f"  !!! REQUEST ERRORS: {errs}")
+    return out
+
+
+def targets(report: dict) -> list[str]:
+    out, results = ["", "== targets (MLP unless said)"], []
+    m = report["models"].get("mlp")
+
+    def get(model, line, cell):
+        mm = report["models"].get(model)
+        return mm and mm["median"].get(f"{line}|{cell}")
+
+    def verdict(label, ok, detail):
+        results.append({"target": label, "pass": ok, "detail": detail})
+        out.append(f"  {'PASS' if ok else ('FAIL' if ok is False else 'N/A ')}  {label}: {detail}")
+
+    if m:
+        def best_peer(cell, field):
+            vals = [(get("mlp", p, cell) or {}).get(field, float("nan")) for p in PEER_KEYS]
+            vals = [(v, p) for v, p in zip(vals, PEER_KEYS) if v == v]
+            return max(vals) if vals else None
+
+        kv = get("mlp", KERVE, "c32 b1")
+        bp = best_peer("c32 b1", "rps")
+        if kv and bp:
+            verdict("c32 b1: kerve >= 2x best peer req/s", kv["rps"] >= 2 * bp[0],
+                    f"kerve {kv['rps']:.0f} vs {bp[1]} {bp[0]:.0f} = x{kv['rps'] / bp[0]:.2f}")
+        else:
+            verdict("c32 b1: kerve >= 2x best peer req/s", None, "no peer measured")
+        kv = get("mlp", KERVE, "c8 b32")
+        bp = best_peer("c8 b32", "sps")
+        if kv and bp:
+            verdict("c8 b32: kerve >= 1.3x best peer samples/s", kv["sps"] >= 1.3 * bp[0],
+                    f"kerve {kv['sps']:.0f} vs {bp[1]} {bp[0]:.0f} = x{kv['sps'] / bp[0]:.2f}")
+        else:
+            verdict("c8 b32: kerve >= 1.3x best peer samples/s", None, "no peer measured")
+        lim = m["inproc_median"].get("32")
+        if kv and lim:
+            verdict("c8 b32: kerve >= 50% of in-process limit at b32", kv["sps"] >= 0.5 * lim,
+                    f"kerve {kv['sps']:.0f} vs inproc {lim:.0f} = {kv['sps'] / lim:.0%}")
+    for name in report["models"]:
+        kv, bv = get(name, KERVE, "c1 b1"), get(name, "bare", "c1 b1")
+        if kv and bv:
+            verdict(f"{name} c1: kerve p50 <= 1.1x bare grpc.aio+tf.function",
+                    kv["p50_ms"] <= 1.1 * bv["p50_ms"],
+                    f"kerve {kv['p50_ms']:.3f} ms vs bare {bv['p50_ms']:.3f} ms = "
+                    f"x{kv['p50_ms'] / bv['p50_ms']:.2f}")
+    worst = None
+    for name, mm in report["models"].items():
+        for key, v in mm["median"].items():
+            line, cell = key.split("|")
+            if line != "naive":
+                continue
+            kv = get(name, KERVE, cell)
+            if kv and v["sps"] > 0:
+                ratio = kv["sps"] / v["sps"]
+                if worst is None or ratio < worst[0]:
+                    worst = (ratio, f"{name} {cell}")
+    if worst:
+        verdict(">= 50x the naive server in every cell", worst[0] >= 50,
+                f"lowest: x{worst[0]:.1f} ({worst[1]})")
+    mism = [f"{n}:{k}" for n, mm in report["models"].items()
+            for k, v in mm["median"].items() if v["mismatches"]]
+    verdict("every answer matches local Keras (atol 1e-5)", not mism,
+            "all matched" if not mism else f"MISMATCHES in {mism}")
+    report["targets"] = results
+    return out
+
+
+def machine() -> dict:
+    cpu = ""
+    try:
+        for ln in open("/proc/cpuinfo"):
+            if ln.startswith("model name"):
+                cpu = ln.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
+            "platform": platform.platform(), "loadavg_at_start": os.getloadavg(),
+            "mem_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30)}
+
+
+def tune(args, workdir: Path, logdir: Path, infos: dict) -> dict:
+    """kerve's batching settings on the MLP: max_batch_size x batch_timeout_ms, instances."""
+    import keras
+
+    name, minfo = "mlp", infos["mlp"]
+    model = keras.saving.load_model(minfo["path"], compile=False)
+    cells = [(1, 1), (8, 1), (32, 1), (8, 32)]
+    data = {}
+    for _, b in cells:
+        xs = bench_models.make_inputs(name, b, args.pool, seed=b)
+        data[b] = (xs, [np.asarray(model.predict(x, verbose=0), np.float32) for x in xs])
+    configs = [(mbs, to, 1) for mbs in (8, 32, 64) for to in (0, 1, 2, 5)]
+    configs += [(32, 2, 2), (64, 2, 2), (32, 0, 2)]
+    results = {}
+    for r in range(args.repeats):
+        for mbs, to, inst in configs:
+            label = f"mbs{mbs}-t{to}-i{inst}"
+            flags = ["--max-batch-size", str(mbs), "--batch-timeout-ms", str(to),
+                     "--model-instances", str(inst)]
+            srv = peers.start_kerve(label, name, minfo["path"], workdir, flags, logdir)
+            try:
+                loadgen.wait_ready(srv.target, "kserve", name, srv.input_name, data[1][0][0])
+                for c, b in cells:
+                    xs, ys = data[b]
+                    res = loadgen.run_load(srv.target, "kserve", name, srv.input_name, xs, ys,
+                                           concurrency=c, duration_s=args.duration,
+                                           warmup_s=args.warmup)
+                    results.setdefault(label, {}).setdefault(cell_name(c, b), []).append(
+                        asdict(res))
+                    log(f"tune r{r + 1} {label:16s} {cell_name(c, b):7s} {res.rps:7.0f} req/s "
+                        f"{res.sps:8.0f} sps p50 {res.p50_ms:6.2f} ms p99 {res.p99_ms:6.2f} ms"
+                        + (" !!! MISMATCH" if res.mismatches else "")
+                        + (f" !!! errors {res.errors}" if res.errors else ""))
+            finally:
+                srv.stop()
+    print(f"\n== kerve batching sweep on the MLP (median of {args.repeats}; req/s | p50 ms; "
+          "b32: samples/s)")
+    print(f"{'config':18s}" + "".join(f"{cell_name(c, b):>20s}" for c, b in cells))
+    table = {}
+    for label, per in results.items():
+        row = f"{label:18s}"
+        for c, b in cells:
+            runs = per[cell_name(c, b)]
+            v = {f: med([x[f] for x in runs]) for f in ("rps", "sps", "p50_ms", "p99_ms")}
+            table.setdefault(label, {})[cell_name(c, b)] = v
+            row += (f"{v['sps']:>10.0f} sps" if b > 1 else f"{v['rps']:>10.0f}/s  ") + \
+                f"{v['p50_ms']:6.2f}ms"
+        print(row)
+    return {"raw": results, "median": table}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description="kerve benchmark runner (loopback only)")
+    p.add_argument("--quick", action="store_true",
+                   help="MLP only, cells c1/c32 b1 and c8 b32, short runs, no peers")
+    p.add_argument("--peers", action=argparse.BooleanOptionalAction, default=None,
+                   help="include MLServer, KServe and Triton (default: on, off with --quick)")
+    p.add_argument("--models", default=None, help="comma list of mlp,resnet,wide")
+    p.add_argument("--duration", type=float, default=None, help="seconds per measured cell")
+    p.add_argument("--warmup", type=float, default=None, help="seconds before each cell")
+    p.add_argument("--repeats", type=int, default=None, help="interleaved repeats (median)")
+    p.add_argument("--naive-duration", type=float, default=None,
+                   help="cap on the naive server's cell duration")
+    p.add_argument("--engine", choices=["aio", "threads"], default="aio")
+    p.add_argument("--pool", type=int, default=8, help="distinct inputs per cell")
+    p.add_argument("--kerve-flags", default="", help="extra flags for both kerve servers")
+    p.add_argument("--only-kerve", action="store_true", help="skip naive and bare")
+    p.add_argument("--tune", action="store_true", help="kerve batching settings sweep only")
+    p.add_argument("--start-timeout", type=float, default=240)
+    p.add_argument("--workdir", default=None, help="temp folder (default: a new one)")
+    p.add_argument("--out", default=str(HERE / "results" / "latest.json"))
+    args = p.parse_args(argv)
+    if args.peers is None:
+        args.peers = not args.quick
+    args.duration = args.duration or (2.0 if args.quick else 3.0)
+    args.warmup = args.warmup if args.warmup is not None else (0.5 if args.quick else 1.0)
+    args.repeats = args.repeats or (2 if args.quick else 3)
+    names = args.models.split(",") if args.models else (
+        ["mlp"] if args.quick or args.tune else list(bench_models.MODELS))
+    cells = QUICK_CELLS if args.quick else FULL_CELLS
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="kerve-bench-"))
+    logdir = HERE / "results" / "logs"
+    logdir.mkdir(parents=True, exist_ok=True)
+    report = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "argv": sys.argv,
+              "args": vars(args), "machine": machine(), "servers": {}, "models": {},
+              "notes": ["TensorFlow Serving: not measured: no TF Serving binary can be "
+                        "installed here (it ships as a Docker image or apt repo outside the "
+                        "reachable package registries)."]}
+    log(f"machine: {report['machine']}")
+    log("TensorFlow Serving itself: NOT MEASURED (no binary installable here; kerve's TF "
+        "Serving API is measured instead as kerve/tfs)")
+    log(f"models -> {workdir / 'models'}")
+    infos = bench_models.save_all(workdir / "models", names)
+    report["model_files"] = infos
+
+    if args.tune:
+        report["tune"] = tune(args, workdir, logdir, infos)
+        out = Path(args.out).with_name("tune.json") if args.out.endswith("latest.json") \
+            else Path(args.out)
+        out.write_text(json.dumps(report, indent=1, default=float))
+        log(f"wrote {out}")
+        return 0
+
+    for name in names:
+        run_model(name, infos[name], args, workdir, logdir, report)
+    lines = summarize(report, cells) + targets(report)
+    failed = [f"{m}:{k} ({v.get('error', '')[:300]})" for m, s in report["servers"].items()
+              for k, v in s.items() if v["status"] != "ran"]
+    if failed:
+        lines += ["", "== servers that could not be run"] + [f"  {f}" for f in failed]
+    lines += ["", "TensorFlow Serving itself: not measured (no binary can be installed here)."]
+    vers = {k: v.get("versions") for s in report["servers"].values() for k, v in s.items()
+            if v.get("versions")}
+    if vers:
+        lines += ["peer venvs: " + "; ".join(
+            f"{k}: " + ", ".join(f"{a} {b}" for a, b in sorted(v.items()))
+            for k, v in vers.items())]
+    text = "\n".join(lines)
+    print(text)
+    report["table"] = text
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1, default=float))
+    log(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
