@@ -125,6 +125,41 @@ def start_lines(name: str, minfo: dict, args, workdir: Path, logdir: Path, repor
     return servers, lines
 
 
+def system_busy_s() -> float:
+    """CPU seconds the whole machine has been busy (all cores, from /proc/stat)."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    user, nice, system, idle, iowait, irq, softirq, steal = (v + [0] * 8)[:8]
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+class Foreign:
+    """CPU used during a window by processes that are not this runner or its servers (other
+    users of the machine): their share of one core, to flag contaminated cells."""
+
+    def __enter__(self):
+        self.t0, self.sys0 = time.perf_counter(), system_busy_s()
+        self.own0 = peers.process_tree_cpu(os.getpid())
+        return self
+
+    def __exit__(self, *exc):
+        wall = time.perf_counter() - self.t0
+        own = peers.process_tree_cpu(os.getpid()) - self.own0
+        self.share = max(0.0, (system_busy_s() - self.sys0 - own) / max(wall, 1e-9))
+        self.own_share = own / max(wall, 1e-9)
+
+
+def settle(servers: dict, limit_s: float = 60.0, quiet: float = 0.05) -> dict[str, float]:
+    """Wait (at most limit_s) until every idle server burns less than ``quiet`` of a core
+    (kerve's upload-validation worker, for one, imports TensorFlow a few seconds after the
+    server is ready); returns the last idle shares."""
+    deadline = time.monotonic() + limit_s
+    while True:
+        shares = idle_cpu(servers)
+        if all(v < quiet for v in shares.values()) or time.monotonic() > deadline:
+            return shares
+
+
 def idle_cpu(servers: dict, seconds: float = 2.0) -> dict[str, float]:
     """CPU share (of one core) each idle server burns: background noise in the figures."""
     before = {k: peers.process_tree_cpu(s.pid) for k, s in servers.items()}
@@ -154,7 +189,7 @@ def run_model(name: str, minfo: dict, args, workdir: Path, logdir: Path, report:
     servers, lines = start_lines(name, minfo, args, workdir, logdir, report)
     mrep = report["models"][name] = {"params": minfo["params"], "inproc": {}, "cells": {}}
     try:
-        noise = idle_cpu(servers)
+        noise = settle(servers)
         mrep["idle_cpu_share"] = noise
         noisy = {k: round(v, 3) for k, v in noise.items() if v > 0.03}
         if noisy:
@@ -174,12 +209,18 @@ def run_model(name: str, minfo: dict, args, workdir: Path, logdir: Path, report:
                         dur = min(args.duration, args.naive_duration)
                     else:
                         dur = args.duration
-                    res = loadgen.run_load(srv.target, proto, srv.model, srv.input_name, xs, ys,
-                                           concurrency=c, duration_s=dur,
-                                           warmup_s=args.warmup, engine=args.engine)
+                    with Foreign() as fg:
+                        res = loadgen.run_load(srv.target, proto, srv.model, srv.input_name,
+                                               xs, ys, concurrency=c, duration_s=dur,
+                                               warmup_s=args.warmup, engine=args.engine)
                     key = f"{lname}|{cell_name(c, b)}"
-                    mrep["cells"].setdefault(key, []).append(asdict(res))
-                    flag = ""
+                    row = asdict(res)
+                    row["foreign_cpu_share"] = fg.share
+                    row["bench_cpu_share"] = fg.own_share
+                    row["client_cpu_share"] = res.client_cpu_s / (res.duration_s + args.warmup)
+                    mrep["cells"].setdefault(key, []).append(row)
+                    flag = f"  (other processes: {fg.share:.0%} of a core)" \
+                        if fg.share > 0.15 else ""
                     if res.mismatches:
                         flag = f"  !!! MISMATCH vs local Keras: {res.first_mismatch}"
                     elif res.errors:
@@ -203,7 +244,8 @@ def summarize(report: dict, cells) -> list[str]:
         for key, runs in m["cells"].items():
             med_cells[key] = {f: med([r[f] for r in runs]) for f in
                               ("rps", "sps", "p50_ms", "p90_ms", "p99_ms",
-                               "client_cpu_us_per_req")}
+                               "client_cpu_us_per_req", "foreign_cpu_share",
+                               "client_cpu_share")}
             med_cells[key]["mismatches"] = sum(r["mismatches"] for r in runs)
             med_cells[key]["errors"] = sum(r["errors"] for r in runs)
             med_cells[key]["runs"] = len(runs)
@@ -225,6 +267,12 @@ def summarize(report: dict, cells) -> list[str]:
                 main = f"{v['sps']:.0f} sps" if b > 1 else f"{v['rps']:.0f}/s"
                 row += f"{main:>12s} {v['p50_ms']:7.2f}ms{bad}"
             out.append(row)
+        fmax = max((v["foreign_cpu_share"] for v in med_cells.values()), default=0)
+        kc = med_cells.get(f"{KERVE}|c32 b1")
+        out.append(f"machine noise: other processes used up to {fmax:.0%} of a core (median per"
+                   " cell)" + (f"; client (loadgen) used {kc['client_cpu_share']:.0%} of a core"
+                               f" at kerve c32 b1 ({kc['client_cpu_us_per_req']:.0f} us/req)"
+                               if kc else ""))
         out.append("inproc (tf.function in-process, samples/s): " + ", ".join(
             f"b{b} {v:.0f}" for b, v in m["inproc_median"].items()))
         # ratios: kerve/v2 over every other line, per cell (throughput), and c1 latency
@@ -441,6 +489,13 @@ def main(argv=None) -> int:
         log(f"wrote {out}")
         return 0
 
+    busy = Foreign()
+    with busy:
+        time.sleep(2)
+    report["machine"]["other_processes_cpu_share_at_start"] = busy.share
+    if busy.share > 0.2:
+        log(f"WARNING: other processes use {busy.share:.0%} of a core right now: figures "
+            "will be noisy (each cell records its own share as foreign_cpu_share)")
     for name in names:
         run_model(name, infos[name], args, workdir, logdir, report)
     lines = summarize(report, cells) + targets(report)

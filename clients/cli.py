@@ -86,7 +86,9 @@ def cmd_serve(args) -> int:
         metrics_port=args.metrics_port, registry_url=args.registry_url, blob_url=args.blob_url,
         plugins=args.plugin, allow_unsafe_lambda=args.allow_unsafe_lambda, device=args.device,
         max_batch_size=args.max_batch_size, batch_timeout_ms=args.batch_timeout_ms,
+        jit_compile=args.jit_compile,
         model_instances=args.model_instances, poll_interval_s=args.poll_interval,
+        max_message_bytes=args.max_message_mb << 20, max_upload_bytes=args.max_upload_mb << 20,
         validation_isolated=not args.validate_in_process,
         tls_cert=args.tls_cert, tls_key=args.tls_key, tls_client_ca=args.tls_client_ca,
         port_file=Path(args.port_file) if args.port_file else None)
@@ -269,9 +271,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--tls-key")
     s.add_argument("--tls-client-ca", help="require client certificates signed by this CA")
     s.add_argument("--device", help="TensorFlow device, e.g. /GPU:1 (default: first GPU, else CPU)")
+    s.add_argument("--max-message-mb", type=int, default=64,
+                   help="largest gRPC message, MiB (a request's tensors, an upload chunk)")
+    s.add_argument("--max-upload-mb", type=int, default=16384, help="largest upload, MiB")
     s.add_argument("--max-batch-size", type=int, default=32, help="1 turns batching off")
     s.add_argument("--batch-timeout-ms", type=float, default=2.0)
-    s.add_argument("--model-instances", type=int, default=1)
+    s.add_argument("--model-instances", type=int, default=1,
+                   help="model calls in flight per loaded version")
+    s.add_argument("--jit-compile", action="store_true",
+                   help="compile models with XLA (per model: --tag kerve.jit_compile=true)")
     s.add_argument("--poll-interval", type=float, default=5.0,
                    help="seconds between registry re-reads (other replicas' changes)")
     s.add_argument("--validate-in-process", action="store_true",

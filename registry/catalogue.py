@@ -17,6 +17,7 @@ from kerve.registry.blobs import BlobStore
 from kerve.registry.errors import DataLossError, InvalidArgumentError, ResourceExhaustedError
 from kerve.registry.metadata import Blob, MetadataStore, ModelInfo, NewVersion, VersionInfo
 from kerve.registry.names import VersionRef, check_alias, check_model_name
+from kerve.registry.serving_options import ServingOptions, options_from_tags
 from kerve.registry.validator import Validator
 
 log = logging.getLogger(__name__)
@@ -221,3 +222,4 @@ def check_upload_header(name: str, aliases: list[str], description: str,
                                        f"values at most {MAX_TAG_LEN}")
     if len(description) > MAX_DESCRIPTION:
         raise InvalidArgumentError(f"description is longer than {MAX_DESCRIPTION} characters")
+    options_from_tags(tags, ServingOptions())  # refuses unknown kerve.* tags and bad values

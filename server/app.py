@@ -20,6 +20,7 @@ from kerve.registry.blobs import open_blob_store
 from kerve.registry.catalogue import Registry
 from kerve.registry.metadata import MetadataStore
 from kerve.registry.plugins import Plugins, load_plugins, plugin_names
+from kerve.registry.serving_options import ServingOptions
 from kerve.registry.validator import Validator
 from kerve.server.batching import Batcher
 from kerve.server.core import InferenceCore
@@ -107,17 +108,24 @@ async def build_server(settings: Settings, tokens_file: str | None = None) -> Se
             metrics.batch_size.labels(name).observe(rows)
             metrics.queue_duration.labels(name).observe(queued_s)
 
+        options = loaded.options
         return Batcher(loaded.predict_fn, predict_pool, batchable=loaded.batchable,
-                       max_batch_size=settings.max_batch_size,
-                       timeout_s=settings.batch_timeout_ms / 1000.0,
+                       max_batch_size=options.max_batch_size,
+                       timeout_s=options.batch_timeout_ms / 1000.0,
                        max_queue=settings.max_queue_size, instances=settings.model_instances,
+                       pad_to=options.batch_sizes() if options.jit_compile and loaded.batchable
+                       else (),
                        observe=observe)
 
     def on_loaded(served: Served) -> None:
         metrics.model_load_seconds.labels(served.name).observe(served.loaded.load_seconds)
 
+    defaults = ServingOptions(max_batch_size=settings.max_batch_size,
+                              batch_timeout_ms=settings.batch_timeout_ms,
+                              jit_compile=settings.jit_compile)
     load = partial(load_version, blobs=blobs, plugins=plugins,
-                   allow_unsafe_lambda=settings.allow_unsafe_lambda, device=device)
+                   allow_unsafe_lambda=settings.allow_unsafe_lambda, device=device,
+                   defaults=defaults)
     manager = ModelManager(registry, load, make_runner, poll_interval_s=settings.poll_interval_s,
                            idle_unload_s=settings.idle_unload_s, on_loaded=on_loaded)
     metrics.models_loaded.set_function(manager.loaded_count)
@@ -210,11 +218,6 @@ def _upload_demo(port: int) -> None:
 async def serve(settings: Settings, tokens_file: str | None = None, demo: bool = False) -> None:
     """Run until SIGINT/SIGTERM, then drain."""
     server = await build_server(settings, tokens_file)
-    if demo:
-        if tokens_file:
-            log.warning("--demo is skipped on a server with tokens")
-        else:
-            await asyncio.to_thread(_upload_demo, server.port)
     print(f"kerve listening on {settings.host}:{server.port}"
           + (f", metrics on :{server.metrics_port}/metrics" if server.metrics_port else ""),
           flush=True)
@@ -223,6 +226,11 @@ async def serve(settings: Settings, tokens_file: str | None = None, demo: bool =
         with open(tmp, "w") as f:
             json.dump({"port": server.port, "metrics_port": server.metrics_port}, f)
         os.replace(tmp, settings.port_file)
+    if demo:
+        if tokens_file or settings.tls_cert:
+            log.warning("--demo is skipped on a server with tokens or TLS")
+        else:
+            await asyncio.to_thread(_upload_demo, server.port)
     ready = asyncio.get_running_loop().create_task(_mark_serving_when_ready(server))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -13,6 +13,7 @@ import numpy as np
 from kerve.registry.blobs import BlobStore
 from kerve.registry.metadata import VersionInfo
 from kerve.registry.plugins import Plugins
+from kerve.registry.serving_options import ServingOptions, options_from_tags
 from kerve.registry.signature import Signature
 
 log = logging.getLogger(__name__)
@@ -27,6 +28,7 @@ class LoadedModel:
     predict_fn: Callable[[list[np.ndarray]], list[np.ndarray]]
     load_seconds: float
     model: object
+    options: ServingOptions
 
     @property
     def signature(self) -> Signature:
@@ -34,8 +36,8 @@ class LoadedModel:
 
     @property
     def batchable(self) -> bool:
-        """Whether requests may be merged: every input has a free batch dimension."""
-        return all(spec.batched for spec in self.signature.inputs)
+        """Whether requests may be merged: every input and output has a free batch dimension."""
+        return all(spec.batched for spec in self.signature.inputs + self.signature.outputs)
 
 
 def pick_device(requested: str | None) -> str:
@@ -55,8 +57,7 @@ def pick_device(requested: str | None) -> str:
 
 
 def load_version(info: VersionInfo, blobs: BlobStore, plugins: Plugins, *,
-                 allow_unsafe_lambda: bool, device: str,
-                 warmup_batch_sizes: tuple[int, ...] = (1,)) -> LoadedModel:
+                 allow_unsafe_lambda: bool, device: str, defaults: ServingOptions) -> LoadedModel:
     """Build, load weights, compile and warm up one version (blocking: run in a thread)."""
     import keras
     import tensorflow as tf
@@ -64,6 +65,7 @@ def load_version(info: VersionInfo, blobs: BlobStore, plugins: Plugins, *,
     from kerve.registry import keras_model as km
 
     started = time.perf_counter()
+    options = options_from_tags(info.tags, defaults)
     config = km.parse_architecture(blobs.local_path(info.architecture.sha256).read_bytes())
     signature = info.signature
     with tf.device(device):
@@ -72,7 +74,7 @@ def load_version(info: VersionInfo, blobs: BlobStore, plugins: Plugins, *,
         specs = [tf.TensorSpec([None if d == -1 else d for d in s.shape], s.dtype, name=s.name)
                  for s in signature.inputs]
 
-        @tf.function(input_signature=specs, reduce_retracing=True)
+        @tf.function(input_signature=specs, jit_compile=options.jit_compile or None)
         def serve(*tensors):
             out = model(km.model_inputs(signature, list(tensors)), training=False)
             return keras.tree.flatten(out)
@@ -81,12 +83,14 @@ def load_version(info: VersionInfo, blobs: BlobStore, plugins: Plugins, *,
             with tf.device(device):
                 return [t.numpy() for t in serve(*arrays)]
 
-        for batch in warmup_batch_sizes:
+        batchable = all(spec.batched for spec in signature.inputs)
+        warmup = options.batch_sizes() if options.jit_compile and batchable else (1,)
+        for batch in warmup:
             predict([np.zeros(_example_shape(s.shape, batch), s.dtype) for s in signature.inputs])
     seconds = time.perf_counter() - started
     log.info("loaded %s:%d on %s in %.2f s", info.name, info.version, device, seconds)
     return LoadedModel(info=info, device=device, predict_fn=predict, load_seconds=seconds,
-                       model=model)
+                       model=model, options=options)
 
 
 def _example_shape(shape: tuple[int, ...], batch: int) -> tuple[int, ...]:

@@ -60,10 +60,15 @@ class Settings:
     """A version loaded on demand (not a default) is unloaded after this long unused."""
 
     max_batch_size: int = 32
-    """Most rows the dynamic batcher merges into one model call (1 turns batching off)."""
+    """Most rows the dynamic batcher merges into one model call (1 turns batching off);
+    a version's kerve.max_batch_size tag overrides it."""
 
     batch_timeout_ms: float = 2.0
-    """Longest a request waits for others to join its batch once the model is busy."""
+    """Longest a request waits for a fuller batch while another instance is busy; a
+    version's kerve.batch_timeout_ms tag overrides it."""
+
+    jit_compile: bool = False
+    """Compile models with XLA by default (a version's kerve.jit_compile tag overrides)."""
 
     max_queue_size: int = 1024
     """Requests waiting per loaded version before new ones get RESOURCE_EXHAUSTED."""

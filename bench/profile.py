@@ -1,0 +1,119 @@
+"""Where a kerve request's CPU goes: py-spy samples a kerve server (MLP, KServe v2) under
+closed-loop load at a given concurrency, and the stacks are sorted into buckets
+(gRPC, event loop, interceptor, decode, core/checks, batcher, thread hop, model, encode,
+metrics). Needs py-spy in the venv (pip install py-spy) and root or ptrace rights.
+
+    /work/venv/bin/python bench/profile.py --concurrency 1 --concurrency 32 [--flags "..."]
+
+Writes bench/results/profile-cN.txt (collapsed stacks) and prints the bucket table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import models as bench_models  # noqa: E402
+import peers  # noqa: E402
+
+# (bucket, substring of a frame) - the first rule that matches any frame, scanning the stack
+# from the leaf towards the root, wins.
+RULES = [
+    ("metrics (prometheus)", "prometheus_client"),
+    ("decode (raw bytes -> numpy)", "v2_raw_to_ndarray"),
+    ("decode (raw bytes -> numpy)", "tensor_proto_to_ndarray"),
+    ("encode (numpy -> response)", "ndarray_to_v2_raw"),
+    ("encode (numpy -> response)", "ndarray_to_tensor_proto"),
+    ("core checks (order_inputs etc.)", "order_inputs"),
+    ("core checks (order_inputs etc.)", "select_outputs"),
+    ("model (tf.function + .numpy())", "loader.py"),
+    ("model (tf.function + .numpy())", "tensorflow"),
+    ("model (tf.function + .numpy())", "libtensorflow"),
+    ("model (tf.function + .numpy())", "_pywrap_tfe"),
+    ("batcher (queue, merge, split)", "batching.py"),
+    ("thread hop (executor, futures)", "concurrent/futures"),
+    ("thread hop (executor, futures)", "threading.py"),
+    ("manager / core", "manager.py"),
+    ("manager / core", "core.py"),
+    ("interceptor", "interceptors.py"),
+    ("servicer (ModelInfer body: request/response protos)", "kserve_servicer.py"),
+    ("servicer (ModelInfer body: request/response protos)", "tfserving_servicer.py"),
+    ("gRPC (cygrpc, C core, aio server)", "grpc"),
+    ("gRPC (cygrpc, C core, aio server)", "cygrpc"),
+    ("asyncio event loop", "asyncio"),
+    ("asyncio event loop", "selectors.py"),
+]
+
+
+def bucket(stack: str) -> str:
+    frames = stack.split(";")
+    for frame in reversed(frames):
+        for name, key in RULES:
+            if key in frame:
+                return name
+    return "other (python runtime, libc, unattributed native)"
+
+
+def main() -> int:
+    p = argparse.ArgumentParser()
+    p.add_argument("--concurrency", type=int, action="append")
+    p.add_argument("--seconds", type=float, default=12)
+    p.add_argument("--rate", type=int, default=200)
+    p.add_argument("--flags", default="", help="extra kerve serve flags")
+    p.add_argument("--protocol", default="kserve", choices=["kserve", "tfserving"])
+    a = p.parse_args()
+    pyspy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    work = Path(tempfile.mkdtemp(prefix="kerve-prof-"))
+    infos = bench_models.save_all(work / "models", ["mlp"])
+    logdir = HERE / "results" / "logs"
+    srv = peers.start_kerve("profile", "mlp", infos["mlp"]["path"], work, a.flags.split(),
+                            logdir)
+    try:
+        time.sleep(8)  # let the upload validator go quiet
+        for c in a.concurrency or [1, 32]:
+            load = subprocess.Popen([
+                sys.executable, str(HERE / "loadgen.py"), "--target", srv.target, "--protocol",
+                a.protocol, "--model", "mlp", "--input-name", srv.input_name, "--keras-model",
+                infos["mlp"]["path"], "--concurrency", str(c), "--duration",
+                str(a.seconds + 6), "--warmup", "1"], stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL, text=True)
+            time.sleep(10)  # the load generator imports TF and starts
+            raw = HERE / "results" / f"profile-c{c}.txt"
+            subprocess.run([pyspy, "record", "--native", "--format", "raw", "--rate",
+                            str(a.rate), "--duration", str(int(a.seconds)), "--pid",
+                            str(srv.pid), "--output", str(raw), "--nonblocking"],
+                           check=True, capture_output=True)
+            out, _ = load.communicate(timeout=120)
+            counts: collections.Counter = collections.Counter()
+            per_thread: collections.Counter = collections.Counter()
+            for ln in raw.read_text().splitlines():
+                stack, _, n = ln.rpartition(" ")
+                if not stack:
+                    continue
+                counts[bucket(stack)] += int(n)
+                per_thread[stack.split(";")[0][:60]] += int(n)
+            total = sum(counts.values())
+            print(f"\n== kerve MLP, concurrency {c} ({a.protocol}): {total} samples "
+                  f"({total / a.rate / a.seconds:.2f} cores busy on average)")
+            print(f"   load: {out.strip().splitlines()[-1] if out.strip() else '?'}")
+            for name, n in counts.most_common():
+                print(f"   {n / total:6.1%}  {name}")
+            print("   by thread: " + ", ".join(f"{k} {v / total:.0%}"
+                                             for k, v in per_thread.most_common(4)))
+    finally:
+        srv.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
