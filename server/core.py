@@ -71,9 +71,11 @@ class InferenceCore:
             raise
         finally:
             elapsed = time.perf_counter() - started
-            self.metrics.requests.labels(ref.name, "" if version is None else str(version),
+            # Only known names become label values: clients cannot grow the metrics.
+            model = ref.name if self.manager.knows(ref.name) else "_unknown"
+            self.metrics.requests.labels(model, "" if version is None else str(version),
                                          api, code).inc()
-            self.metrics.request_duration.labels(ref.name, api).observe(elapsed)
+            self.metrics.request_duration.labels(model, api).observe(elapsed)
             if version is not None:
                 self._count(ref.name, version, code == "OK", rows, elapsed)
 

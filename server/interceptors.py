@@ -11,7 +11,8 @@ from typing import Awaitable, Callable
 
 import grpc
 
-from kerve.registry.errors import KerveError, PermissionDeniedError, UnauthenticatedError
+from kerve.registry.errors import (InvalidArgumentError, KerveError, PermissionDeniedError,
+                                   UnauthenticatedError)
 
 log = logging.getLogger(__name__)
 
@@ -29,9 +30,49 @@ async def _abort_for(exc: BaseException, context, method: str) -> None:
     await context.abort(grpc.StatusCode.INTERNAL, "internal error; see the server log")
 
 
-def _wrap_unary(behavior, method: str):
+class _Undecodable:
+    """Stands in for a request whose bytes are not a valid message."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+
+def _tolerant(deserializer):
+    """Undecodable bytes become an _Undecodable, answered INVALID_ARGUMENT below, instead of
+    the INTERNAL that gRPC would answer for them."""
+    if deserializer is None:
+        return None
+
+    def parse(data: bytes):
+        try:
+            return deserializer(data)
+        except Exception as exc:  # noqa: BLE001 - any parse failure is the client's
+            return _Undecodable(exc)
+    return parse
+
+
+def _malformed(method: str) -> InvalidArgumentError:
+    return InvalidArgumentError(f"request to {method} is not a valid protobuf message")
+
+
+def _check(request, method: str):
+    if isinstance(request, _Undecodable):
+        raise _malformed(method)
+    return request
+
+
+async def _checked_stream(requests, method: str):
+    async for request in requests:
+        yield _check(request, method)
+
+
+def _wrap_unary(behavior, method: str, streaming_requests: bool = False):
     async def wrapper(request_or_iterator, context):
         try:
+            if streaming_requests:
+                request_or_iterator = _checked_stream(request_or_iterator, method)
+            else:
+                _check(request_or_iterator, method)
             return await behavior(request_or_iterator, context)
         except grpc.aio.AbortError:
             raise
@@ -43,7 +84,7 @@ def _wrap_unary(behavior, method: str):
 def _wrap_stream(behavior, method: str):
     async def wrapper(request, context):
         try:
-            async for item in behavior(request, context):
+            async for item in behavior(_check(request, method), context):
                 yield item
         except grpc.aio.AbortError:
             raise
@@ -59,14 +100,14 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
         if handler is None:
             return None
         method = details.method
-        kwargs = dict(request_deserializer=handler.request_deserializer,
+        kwargs = dict(request_deserializer=_tolerant(handler.request_deserializer),
                       response_serializer=handler.response_serializer)
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
                 _wrap_unary(handler.unary_unary, method), **kwargs)
         if handler.stream_unary:
             return grpc.stream_unary_rpc_method_handler(
-                _wrap_unary(handler.stream_unary, method), **kwargs)
+                _wrap_unary(handler.stream_unary, method, streaming_requests=True), **kwargs)
         if handler.unary_stream:
             return grpc.unary_stream_rpc_method_handler(
                 _wrap_stream(handler.unary_stream, method), **kwargs)

@@ -262,6 +262,9 @@ class ModelManager:
     def status(self, name: str, version: int) -> Served | None:
         return self._served.get((name, version))
 
+    def knows(self, name: str) -> bool:
+        return name in self._catalogue
+
     def catalogue(self) -> dict[str, ModelInfo]:
         return dict(self._catalogue)
 
