@@ -1,10 +1,11 @@
 """The manager: which versions are loaded, and handles that keep one alive during a request.
 
 Desired state comes from the registry (the source): every model's default version (alias
-``production``, else the newest), plus versions asked for on demand or through
-RepositoryModelLoad. Loads run in the background; a new default is swapped in only once
-READY, and the old one is unloaded once its in-flight requests finish. A version that fails
-to load is FAILED with the reason while the others keep serving.
+``production``, else the newest), plus versions asked for on demand. RepositoryModelLoad
+loads a model's default version (retrying a FAILED one). Loads run in the background; a new
+default is swapped in only once READY, and the old one is unloaded once its in-flight
+requests finish. A version that fails to load is FAILED with the reason while the others
+keep serving.
 """
 
 from __future__ import annotations
@@ -47,7 +48,6 @@ class Served:
     runner: object | None = None  # the version's Batcher
     in_flight: int = 0
     last_used: float = field(default_factory=time.monotonic)
-    pinned: bool = False  # RepositoryModelLoad asked for it
     drained: asyncio.Event = field(default_factory=asyncio.Event)
     settled: asyncio.Event = field(default_factory=asyncio.Event)  # READY or FAILED
 
@@ -128,8 +128,8 @@ class ModelManager:
                 if info is None or version not in info.versions:
                     self._begin_unload(served)
 
-    def _start_load(self, name: str, version: int, *, pinned: bool = False) -> Served:
-        served = Served(name, version, pinned=pinned)
+    def _start_load(self, name: str, version: int) -> Served:
+        served = Served(name, version)
         self._served[(name, version)] = served
         self._spawn(self._load_one(served))
         return served
@@ -138,6 +138,8 @@ class ModelManager:
         try:
             info = await self._registry.resolve(VersionRef(served.name, served.version))
             loaded = await asyncio.get_running_loop().run_in_executor(self._pool, self._load, info)
+            if served.state is State.UNLOADING:  # unloaded or deleted while it loaded
+                return
             served.loaded = loaded
             served.runner = self._make_runner(loaded)
             served.state = State.READY
@@ -164,7 +166,7 @@ class ModelManager:
         self._defaults[name] = version
         if previous is not None and previous != version:
             old = self._served.get((name, previous))
-            if old is not None and not old.pinned:
+            if old is not None:
                 self._begin_unload(old)
 
     def _begin_unload(self, served: Served) -> None:
@@ -186,7 +188,7 @@ class ModelManager:
     def _unload_idle(self) -> None:
         now = time.monotonic()
         for served in list(self._served.values()):
-            if (served.state is State.READY and not served.pinned and served.in_flight == 0
+            if (served.state is State.READY and served.in_flight == 0
                     and self._defaults.get(served.name) != served.version
                     and now - served.last_used > self._idle_unload_s):
                 self._begin_unload(served)
@@ -245,8 +247,8 @@ class ModelManager:
         if info is None:
             raise NotFoundError(f"model {name!r} not found")
         served = self._served.get((name, info.default_version))
-        if served is None:
-            served = self._start_load(name, info.default_version)
+        if served is None or served.state in (State.FAILED, State.UNLOADING):
+            served = self._start_load(name, info.default_version)  # a FAILED one is retried
         await served.settled.wait()
         if served.state is State.FAILED:
             raise FailedPreconditionError(

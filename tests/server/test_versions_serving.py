@@ -116,9 +116,10 @@ def test_upload_served_without_restart_and_swap_under_load(client, built, tf_stu
 
 
 def test_failed_version_reports_why_and_others_keep_serving(server, client, built, tf_stub,
-                                                            tmp_path):
-    """A version whose blob vanished fails to load; it is FAILED_PRECONDITION with the
-    reason, while the default keeps serving."""
+                                                            triton, tmp_path):
+    """A version whose blob vanished fails to load: FAILED_PRECONDITION with the reason,
+    while the current default keeps serving, also when an alias moves to the failed version.
+    RepositoryModelLoad retries it once the blob is back."""
     b = built("linear_sequential", seed=31)
     arch, weights = b.save(tmp_path)
     client.upload("failing", architecture=arch, weights=weights, aliases=["production"])
@@ -127,7 +128,8 @@ def test_failed_version_reports_why_and_others_keep_serving(server, client, buil
     _, w2 = other.save(tmp_path / "2")
     v2 = client.upload("failing", architecture=arch, weights=w2)
     blob = server.data_dir / "blobs" / v2["weights_sha256"][:2] / v2["weights_sha256"]
-    blob.unlink()
+    aside = blob.with_name("aside")
+    blob.rename(aside)
     with pytest.raises(grpc.RpcError):
         _predict(tf_stub, "failing", other.inputs, version=2)  # starts the load
     deadline = time.monotonic() + 30
@@ -141,9 +143,20 @@ def test_failed_version_reports_why_and_others_keep_serving(server, client, buil
             assert exc.code() == grpc.StatusCode.UNAVAILABLE
         assert time.monotonic() < deadline
         time.sleep(0.05)
+    client.set_alias("failing", "production", 2)
+    time.sleep(0.5)
     version, out = _predict(tf_stub, "failing", b.inputs)
-    assert version == 1
+    assert version == 1  # the failed version is not swapped in
     np.testing.assert_allclose(out, b.outputs[0], atol=1e-5)
+    statuses = {v["version"]: v for v in client.get_model("failing")["versions"]}
+    assert statuses[2]["status"] == "FAILED"
+    assert "missing from the store" in statuses[2]["status_message"]
+
+    aside.rename(blob)
+    triton.load_model("failing")  # retries the FAILED default
+    version, out = _predict(tf_stub, "failing", other.inputs)
+    assert version == 2
+    np.testing.assert_allclose(out, other.outputs[0], atol=1e-5)
 
 
 def test_health_and_metrics(server, served_zoo, tf_stub):
