@@ -263,11 +263,14 @@ def summarize(report: dict, cells) -> list[str]:
                 if v is None:
                     row += f"{'-':>22s}"
                     continue
-                bad = "!" if v["mismatches"] or v["errors"] else " "
+                bad = "!" if v["mismatches"] or v["errors"] else (
+                    "~" if v["foreign_cpu_share"] > 0.3 else " ")
                 main = f"{v['sps']:.0f} sps" if b > 1 else f"{v['rps']:.0f}/s"
                 row += f"{main:>12s} {v['p50_ms']:7.2f}ms{bad}"
             out.append(row)
         fmax = max((v["foreign_cpu_share"] for v in med_cells.values()), default=0)
+        out.append("(! = errors or answer mismatches; ~ = other processes on the machine took "
+                   "> 30% of a core during that cell, median of its runs)")
         kc = med_cells.get(f"{KERVE}|c32 b1")
         out.append(f"machine noise: other processes used up to {fmax:.0%} of a core (median per"
                    " cell)" + (f"; client (loadgen) used {kc['client_cpu_share']:.0%} of a core"
@@ -455,7 +458,14 @@ def main(argv=None) -> int:
     p.add_argument("--start-timeout", type=float, default=240)
     p.add_argument("--workdir", default=None, help="temp folder (default: a new one)")
     p.add_argument("--out", default=str(HERE / "results" / "latest.json"))
+    p.add_argument("--resummarize", metavar="JSON",
+                   help="print the table and targets of an earlier run's JSON, run nothing")
     args = p.parse_args(argv)
+    if args.resummarize:
+        report = json.loads(Path(args.resummarize).read_text())
+        cells = QUICK_CELLS if report["args"]["quick"] else FULL_CELLS
+        print("\n".join(summarize(report, cells) + targets(report)))
+        return 0
     if args.peers is None:
         args.peers = not args.quick
     args.duration = args.duration or (2.0 if args.quick else 3.0)

@@ -89,6 +89,8 @@ def cmd_serve(args) -> int:
         jit_compile=args.jit_compile,
         model_instances=args.model_instances, poll_interval_s=args.poll_interval,
         max_message_bytes=args.max_message_mb << 20, max_upload_bytes=args.max_upload_mb << 20,
+        memory_budget_bytes=args.memory_budget_mb << 20 if args.memory_budget_mb else None,
+        idle_unload_s=args.idle_unload,
         validation_isolated=not args.validate_in_process,
         tls_cert=args.tls_cert, tls_key=args.tls_key, tls_client_ca=args.tls_client_ca,
         port_file=Path(args.port_file) if args.port_file else None)
@@ -274,6 +276,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-message-mb", type=int, default=64,
                    help="largest gRPC message, MiB (a request's tensors, an upload chunk)")
     s.add_argument("--max-upload-mb", type=int, default=16384, help="largest upload, MiB")
+    s.add_argument("--memory-budget-mb", type=int,
+                   help="unload on-demand versions (LRU) beyond this many MiB of weights")
+    s.add_argument("--idle-unload", type=float, default=300.0,
+                   help="seconds an on-demand version stays loaded unused")
     s.add_argument("--max-batch-size", type=int, default=32, help="1 turns batching off")
     s.add_argument("--batch-timeout-ms", type=float, default=2.0)
     s.add_argument("--model-instances", type=int, default=1,

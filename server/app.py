@@ -127,7 +127,8 @@ async def build_server(settings: Settings, tokens_file: str | None = None) -> Se
                    allow_unsafe_lambda=settings.allow_unsafe_lambda, device=device,
                    defaults=defaults)
     manager = ModelManager(registry, load, make_runner, poll_interval_s=settings.poll_interval_s,
-                           idle_unload_s=settings.idle_unload_s, on_loaded=on_loaded)
+                           idle_unload_s=settings.idle_unload_s,
+                           memory_budget_bytes=settings.memory_budget_bytes, on_loaded=on_loaded)
     metrics.models_loaded.set_function(manager.loaded_count)
     core = InferenceCore(manager, metrics)
 

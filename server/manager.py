@@ -48,6 +48,7 @@ class Served:
     runner: object | None = None  # the version's Batcher
     in_flight: int = 0
     last_used: float = field(default_factory=time.monotonic)
+    weights_bytes: int = 0  # the memory a version is counted for
     drained: asyncio.Event = field(default_factory=asyncio.Event)
     settled: asyncio.Event = field(default_factory=asyncio.Event)  # READY or FAILED
 
@@ -59,12 +60,14 @@ RunnerFactory = Callable[[LoadedModel], object]
 class ModelManager:
     def __init__(self, registry: Registry, load: Loader, make_runner: RunnerFactory, *,
                  poll_interval_s: float, idle_unload_s: float, load_workers: int = 1,
+                 memory_budget_bytes: int | None = None,
                  on_loaded: Callable[[Served], None] | None = None) -> None:
         self._registry = registry
         self._load = load
         self._make_runner = make_runner
         self._poll_interval_s = poll_interval_s
         self._idle_unload_s = idle_unload_s
+        self._memory_budget = memory_budget_bytes
         self._on_loaded = on_loaded
         self._pool = ThreadPoolExecutor(load_workers, thread_name_prefix="kerve-load")
         self._served: dict[tuple[str, int], Served] = {}
@@ -137,6 +140,8 @@ class ModelManager:
     async def _load_one(self, served: Served) -> None:
         try:
             info = await self._registry.resolve(VersionRef(served.name, served.version))
+            served.weights_bytes = info.weights.size
+            self._make_room(served)
             loaded = await asyncio.get_running_loop().run_in_executor(self._pool, self._load, info)
             if served.state is State.UNLOADING:  # unloaded or deleted while it loaded
                 return
@@ -184,6 +189,25 @@ class ModelManager:
             del self._served[(served.name, served.version)]
         served.loaded = served.runner = None
         log.info("unloaded %s:%d", served.name, served.version)
+
+    def _make_room(self, incoming: Served) -> None:
+        """Within the memory budget (weights bytes of loaded versions), unload on-demand
+        versions, least recently used first, that no request holds. Defaults stay."""
+        if self._memory_budget is None:
+            return
+        others = [s for s in self._served.values() if s is not incoming
+                  and s.state in (State.READY, State.LOADING)]
+        used = sum(s.weights_bytes for s in others) + incoming.weights_bytes
+        candidates = sorted((s for s in others if s.state is State.READY and s.in_flight == 0
+                             and self._defaults.get(s.name) != s.version),
+                            key=lambda s: s.last_used)
+        for victim in candidates:
+            if used <= self._memory_budget:
+                break
+            log.info("unloading %s:%d to make room for %s:%d", victim.name, victim.version,
+                     incoming.name, incoming.version)
+            used -= victim.weights_bytes
+            self._begin_unload(victim)
 
     def _unload_idle(self) -> None:
         now = time.monotonic()

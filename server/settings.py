@@ -59,6 +59,10 @@ class Settings:
     idle_unload_s: float = 300.0
     """A version loaded on demand (not a default) is unloaded after this long unused."""
 
+    memory_budget_bytes: int | None = None
+    """Weights bytes of loaded versions above which on-demand versions are unloaded, least
+    recently used first, to make room (defaults are always kept); none by default."""
+
     max_batch_size: int = 32
     """Most rows the dynamic batcher merges into one model call (1 turns batching off);
     a version's kerve.max_batch_size tag overrides it."""
