@@ -94,24 +94,37 @@ def _wrap_stream(behavior, method: str):
 
 
 class ErrorInterceptor(grpc.aio.ServerInterceptor):
+    """Wraps each method's handler once (cached by method name), not once per call."""
+
+    def __init__(self) -> None:
+        self._wrapped: dict[str, grpc.RpcMethodHandler | None] = {}
+
     async def intercept_service(self, continuation: Callable[..., Awaitable],
                                 details: grpc.HandlerCallDetails):
-        handler = await continuation(details)
-        if handler is None:
-            return None
         method = details.method
-        kwargs = dict(request_deserializer=_tolerant(handler.request_deserializer),
-                      response_serializer=handler.response_serializer)
-        if handler.unary_unary:
-            return grpc.unary_unary_rpc_method_handler(
-                _wrap_unary(handler.unary_unary, method), **kwargs)
-        if handler.stream_unary:
-            return grpc.stream_unary_rpc_method_handler(
-                _wrap_unary(handler.stream_unary, method, streaming_requests=True), **kwargs)
-        if handler.unary_stream:
-            return grpc.unary_stream_rpc_method_handler(
-                _wrap_stream(handler.unary_stream, method), **kwargs)
-        return handler  # bidirectional streams: none of ours
+        if method in self._wrapped:
+            return self._wrapped[method]
+        handler = _wrap(await continuation(details), method)
+        if handler is not None:
+            self._wrapped[method] = handler
+        return handler
+
+
+def _wrap(handler, method: str):
+    if handler is None:
+        return None
+    kwargs = dict(request_deserializer=_tolerant(handler.request_deserializer),
+                  response_serializer=handler.response_serializer)
+    if handler.unary_unary:
+        return grpc.unary_unary_rpc_method_handler(
+            _wrap_unary(handler.unary_unary, method), **kwargs)
+    if handler.stream_unary:
+        return grpc.stream_unary_rpc_method_handler(
+            _wrap_unary(handler.stream_unary, method, streaming_requests=True), **kwargs)
+    if handler.unary_stream:
+        return grpc.unary_stream_rpc_method_handler(
+            _wrap_stream(handler.unary_stream, method), **kwargs)
+    return handler  # bidirectional streams: none of ours
 
 
 def required_scope(method: str) -> str | None:
