@@ -3,7 +3,9 @@
 Requests queue; whenever the model has a free instance, the queued requests (up to
 max_batch_size rows) are merged along the batch dimension into one call, and the outputs
 are split back. An idle model runs a lone request at once, so batching costs nothing at
-concurrency 1; under load, requests gather while the model is busy. With several instances
+concurrency 1 — inline on the event loop when the model's lone calls are cheap (no thread hop;
+nothing else is waiting then), in the executor otherwise. Under load, requests gather while
+the model is busy. With several instances
 a free instance waits at most batch_timeout for a batch to fill. The queue is bounded; a
 request whose deadline passed is dropped before it runs; a failing batch fails every
 request in it with the reason.
@@ -38,7 +40,8 @@ class _Pending:
 class Batcher:
     def __init__(self, predict: PredictFn, executor: Executor, *, batchable: bool,
                  max_batch_size: int, timeout_s: float, max_queue: int, instances: int = 1,
-                 pad_to: tuple[int, ...] = (), observe: Observer | None = None) -> None:
+                 pad_to: tuple[int, ...] = (), observe: Observer | None = None,
+                 inline_below_s: float = 0.02, idle_gap_s: float = 0.0003) -> None:
         self._predict = predict
         self._executor = executor
         self._merge = batchable and max_batch_size > 1
@@ -48,6 +51,10 @@ class Batcher:
         self._instances = max(1, instances)
         self._pad_to = tuple(sorted(pad_to))
         self._observe = observe
+        self._inline_below_s = inline_below_s
+        self._lone_cost_s = 0.0  # moving average of a lone request's model call
+        self._idle_gap_s = idle_gap_s
+        self._last_done = 0.0  # when the last model call ended
         self._queue: deque[_Pending] = deque()
         self._in_flight = 0
         self._timer: asyncio.TimerHandle | None = None
@@ -75,9 +82,18 @@ class Batcher:
                 self._arm_timer()
                 return
             batch = self._take_batch()
-            if batch:
-                self._in_flight += 1
-                asyncio.get_running_loop().create_task(self._execute(batch))
+            if not batch:
+                continue
+            if (len(batch) == 1 and not self._queue and self._in_flight == 0
+                    and not self._pad_to and self._lone_cost_s < self._inline_below_s
+                    and time.perf_counter() - self._last_done > self._idle_gap_s):
+                # Idle: nothing finished just now, so nobody was waiting behind it. (Under
+                # load the next request arrives right after a call ends and must not run
+                # inline, or requests would never gather into batches.)
+                self._run_inline(batch[0])
+                continue
+            self._in_flight += 1
+            asyncio.get_running_loop().create_task(self._execute(batch))
 
     def _queued_rows(self) -> int:
         return sum(p.rows for p in self._queue)
@@ -114,13 +130,30 @@ class Batcher:
                 break
         return batch
 
+    def _run_inline(self, pending: _Pending) -> None:
+        if self._observe is not None:
+            self._observe(pending.rows, time.perf_counter() - pending.enqueued)
+        started = time.perf_counter()
+        try:
+            _resolve(pending.future, self._predict(pending.arrays))
+        except Exception as exc:  # noqa: BLE001 - the request fails, the server goes on
+            _fail(pending.future, exc)
+        self._last_done = time.perf_counter()
+        self._note_lone_cost(self._last_done - started)
+
+    def _note_lone_cost(self, seconds: float) -> None:
+        self._lone_cost_s = 0.8 * self._lone_cost_s + 0.2 * seconds if self._lone_cost_s \
+            else seconds
+
     async def _execute(self, batch: list[_Pending]) -> None:
         loop = asyncio.get_running_loop()
         try:
             if self._observe is not None:
                 self._observe(sum(p.rows for p in batch), time.perf_counter() - batch[0].enqueued)
             if len(batch) == 1 and not self._pad_to:
+                started = time.perf_counter()
                 outputs = await loop.run_in_executor(self._executor, self._predict, batch[0].arrays)
+                self._note_lone_cost(time.perf_counter() - started)
                 _resolve(batch[0].future, outputs)
                 return
             merged = self._merge_inputs(batch)
@@ -137,6 +170,7 @@ class Batcher:
                 _fail(p.future, exc)
         finally:
             self._in_flight -= 1
+            self._last_done = time.perf_counter()
             self._dispatch()
 
     def _merge_inputs(self, batch: list[_Pending]) -> list[np.ndarray]:

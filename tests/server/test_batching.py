@@ -34,7 +34,8 @@ class SlowDouble:
 
 
 def _batcher(fn, **kw):
-    args = dict(batchable=True, max_batch_size=8, timeout_s=0.002, max_queue=100)
+    args = dict(batchable=True, max_batch_size=8, timeout_s=0.002, max_queue=100,
+                inline_below_s=0.0)  # executor only, unless a test says otherwise
     args.update(kw)
     return Batcher(fn, ThreadPoolExecutor(2), **args)
 
@@ -156,3 +157,41 @@ def test_several_instances_wait_for_a_fuller_batch(instances):
 
     asyncio.run(main())
     assert sum(fn.calls) == 10 and len(fn.calls) < 10
+
+
+def test_cheap_lone_request_runs_inline_and_slow_one_in_the_executor():
+    loop_thread = []
+
+    def record(arrays):
+        loop_thread.append(threading.current_thread() is threading.main_thread())
+        time.sleep(record.delay)
+        return [arrays[0]]
+
+    async def main(delay):
+        record.delay = delay
+        b = _batcher(record, inline_below_s=0.01)
+        for _ in range(3):
+            await b.run(_rows(1))
+            await asyncio.sleep(0.002)  # a client's round trip: the model is idle again
+
+    record.delay = 0.0
+    asyncio.run(main(0.0))
+    assert loop_thread == [True, True, True]
+    loop_thread.clear()
+    asyncio.run(main(0.05))  # the first call teaches it the model is slow
+    assert loop_thread == [True, False, False]
+
+
+def test_back_to_back_requests_after_an_inline_call_are_not_inline():
+    """Under load a request arrives right as a call ends: it goes to the executor, where
+    the requests behind it can gather into a batch."""
+    fn = SlowDouble(delay=0.0)
+
+    async def main():
+        b = _batcher(fn, inline_below_s=1.0, idle_gap_s=0.5)
+        await asyncio.sleep(0.6)
+        await b.run(_rows(1))  # idle: inline
+        return await asyncio.gather(*(b.run(_rows(1, start=i)) for i in range(6)))
+
+    asyncio.run(main())
+    assert fn.calls[0] == 1 and len(fn.calls) < 7  # the burst was batched
