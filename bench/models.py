@@ -17,9 +17,8 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
+# The seed zoo beside the checkout (../shared/seedzoo), as for the tests.
 SEEDZOO = Path(os.environ.get("KERVE_SEEDZOO", HERE.parent.parent / "shared" / "seedzoo"))
-if not SEEDZOO.exists():  # /work/main/bench -> /work/shared/seedzoo
-    SEEDZOO = Path("/work/shared/seedzoo")
 
 MODELS = ("mlp", "resnet", "wide")
 FEATURE_SHAPE = {"mlp": (784,), "resnet": (32, 32, 3), "wide": (784,)}

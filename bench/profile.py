@@ -3,7 +3,7 @@ closed-loop load at a given concurrency, and the stacks are sorted into buckets
 (gRPC, event loop, interceptor, decode, core/checks, batcher, thread hop, model, encode,
 metrics). Needs py-spy in the venv (pip install py-spy) and root or ptrace rights.
 
-    /work/venv/bin/python bench/profile.py --concurrency 1 --concurrency 32 [--flags "..."]
+    .venv/bin/python bench/profile.py --concurrency 1 --concurrency 32 [--flags "..."]
 
 Writes bench/results/profile-cN.txt (collapsed stacks) and prints the bucket table.
 """
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import os
 import shutil
 import subprocess
 import sys
@@ -55,8 +54,18 @@ RULES = [
 ]
 
 
+# leaf frames of threads that wait (py-spy's idle detection does not work on this VM): the
+# executor's idle workers, the event loop's epoll wait, condition waits
+IDLE_LEAVES = ("concurrent/futures/thread.py:81", "EpollSelector.select",
+               "_PollLikeSelector.select", "Condition.wait", "Event.wait")
+
+
 def bucket(stack: str) -> str:
     frames = stack.split(";")
+    if any(k in frames[-1] for k in IDLE_LEAVES):
+        return "idle (waiting)"
+    if frames[-1].startswith("Thread.run (threading.py"):
+        return "gRPC poller thread (in C: polling or waiting)"
     for frame in reversed(frames):
         for name, key in RULES:
             if key in frame:
@@ -68,7 +77,9 @@ def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--concurrency", type=int, action="append")
     p.add_argument("--seconds", type=float, default=12)
-    p.add_argument("--rate", type=int, default=200)
+    p.add_argument("--rate", type=int, default=100)
+    p.add_argument("--native", action="store_true",
+                   help="also native frames (much costlier to sample on 2 cores)")
     p.add_argument("--flags", default="", help="extra kerve serve flags")
     p.add_argument("--protocol", default="kserve", choices=["kserve", "tfserving"])
     a = p.parse_args()
@@ -89,27 +100,36 @@ def main() -> int:
                 stderr=subprocess.DEVNULL, text=True)
             time.sleep(10)  # the load generator imports TF and starts
             raw = HERE / "results" / f"profile-c{c}.txt"
-            subprocess.run([pyspy, "record", "--native", "--format", "raw", "--rate",
-                            str(a.rate), "--duration", str(int(a.seconds)), "--pid",
-                            str(srv.pid), "--output", str(raw), "--nonblocking"],
-                           check=True, capture_output=True)
+            spy = subprocess.run([pyspy, "record", *(["--native"] if a.native else []),
+                                  "--format", "raw", "--rate",
+                                  str(a.rate), "--duration", str(int(a.seconds)), "--pid",
+                                  str(srv.pid), "--output", str(raw)],
+                                 capture_output=True, text=True)
+            if spy.returncode != 0:
+                raise RuntimeError(f"py-spy failed: {spy.stderr.strip()[-800:]}")
             out, _ = load.communicate(timeout=120)
             counts: collections.Counter = collections.Counter()
             per_thread: collections.Counter = collections.Counter()
+            leaves: collections.Counter = collections.Counter()
             for ln in raw.read_text().splitlines():
                 stack, _, n = ln.rpartition(" ")
                 if not stack:
                     continue
                 counts[bucket(stack)] += int(n)
                 per_thread[stack.split(";")[0][:60]] += int(n)
+                leaves[stack.split(";")[-1][:70]] += int(n)
+            idle = counts.pop("idle (waiting)", 0)
             total = sum(counts.values())
-            print(f"\n== kerve MLP, concurrency {c} ({a.protocol}): {total} samples "
-                  f"({total / a.rate / a.seconds:.2f} cores busy on average)")
+            print(f"\n== kerve MLP, concurrency {c} ({a.protocol}): {total} busy samples "
+                  f"({total / a.rate / a.seconds:.2f} cores busy on average; {idle} idle "
+                  "samples left out)")
             print(f"   load: {out.strip().splitlines()[-1] if out.strip() else '?'}")
             for name, n in counts.most_common():
                 print(f"   {n / total:6.1%}  {name}")
             print("   by thread: " + ", ".join(f"{k} {v / total:.0%}"
                                              for k, v in per_thread.most_common(4)))
+            print("   top leaf frames: " + "; ".join(
+                f"{k} {v / total:.0%}" for k, v in leaves.most_common(8)))
     finally:
         srv.stop()
     return 0

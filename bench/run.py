@@ -14,9 +14,9 @@ Lines measured, per model:
 Load (closed loop, loopback only): concurrency 1, 8, 32 with batch-1 requests and
 concurrency 8 with batch-32 requests, --repeats interleaved runs, medians reported.
 
-    /work/venv/bin/python bench/run.py --quick          # MLP only, < 5 min, no peers
-    /work/venv/bin/python bench/run.py                  # everything, peers included
-    /work/venv/bin/python bench/run.py --tune           # kerve batching settings sweep (MLP)
+    .venv/bin/python bench/run.py --quick          # MLP only, < 5 min, no peers
+    .venv/bin/python bench/run.py                  # everything, peers included
+    .venv/bin/python bench/run.py --tune           # kerve batching settings sweep (MLP)
 """
 
 from __future__ import annotations
@@ -242,7 +242,7 @@ def summarize(report: dict, cells) -> list[str]:
     for name, m in report["models"].items():
         med_cells = {}
         for key, runs in m["cells"].items():
-            med_cells[key] = {f: med([r[f] for r in runs]) for f in
+            med_cells[key] = {f: med([r.get(f, float("nan")) for r in runs]) for f in
                               ("rps", "sps", "p50_ms", "p90_ms", "p99_ms",
                                "client_cpu_us_per_req", "foreign_cpu_share",
                                "client_cpu_share")}
@@ -268,7 +268,8 @@ def summarize(report: dict, cells) -> list[str]:
                 main = f"{v['sps']:.0f} sps" if b > 1 else f"{v['rps']:.0f}/s"
                 row += f"{main:>12s} {v['p50_ms']:7.2f}ms{bad}"
             out.append(row)
-        fmax = max((v["foreign_cpu_share"] for v in med_cells.values()), default=0)
+        fmax = max((v["foreign_cpu_share"] for v in med_cells.values()
+                    if v["foreign_cpu_share"] == v["foreign_cpu_share"]), default=0)
         out.append("(! = errors or answer mismatches; ~ = other processes on the machine took "
                    "> 30% of a core during that cell, median of its runs)")
         kc = med_cells.get(f"{KERVE}|c32 b1")
@@ -382,7 +383,20 @@ def machine() -> dict:
                 break
     except OSError:
         pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
+    import subprocess
+
+    def git(*a):
+        try:
+            return subprocess.run(["git", "-C", str(HERE.parent), *a], capture_output=True,
+                                  text=True, timeout=10).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+    # kerve is installed editable: record which server code the kerve lines ran
+    kerve_code = {"commit": git("rev-parse", "--short", "HEAD"),
+                  "dirty_files": git("status", "--porcelain", "--", "server", "registry",
+                                     "clients").splitlines()}
+    return {"kerve_code": kerve_code, "cpu": cpu, "cores": os.cpu_count(),
+            "python": platform.python_version(),
             "platform": platform.platform(), "loadavg_at_start": os.getloadavg(),
             "mem_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30)}
 
@@ -398,17 +412,23 @@ def tune(args, workdir: Path, logdir: Path, infos: dict) -> dict:
     for _, b in cells:
         xs = bench_models.make_inputs(name, b, args.pool, seed=b)
         data[b] = (xs, [np.asarray(model.predict(x, verbose=0), np.float32) for x in xs])
-    configs = [(mbs, to, 1) for mbs in (8, 32, 64) for to in (0, 1, 2, 5)]
-    configs += [(32, 2, 2), (64, 2, 2), (32, 0, 2)]
+    if args.tune_configs:
+        configs = [tuple(int(float(v)) if i != 1 else float(v)
+                         for i, v in enumerate(c.split(":")))
+                   for c in args.tune_configs.split(",")]
+    else:
+        configs = [(mbs, to, 1) for mbs in (8, 32, 64) for to in (0, 1, 2, 5)]
+        configs += [(32, 2, 2), (64, 2, 2), (32, 0, 2)]
     results = {}
     for r in range(args.repeats):
         for mbs, to, inst in configs:
-            label = f"mbs{mbs}-t{to}-i{inst}"
+            label = f"mbs{mbs}-t{to:g}-i{inst}"
             flags = ["--max-batch-size", str(mbs), "--batch-timeout-ms", str(to),
                      "--model-instances", str(inst)]
             srv = peers.start_kerve(label, name, minfo["path"], workdir, flags, logdir)
             try:
                 loadgen.wait_ready(srv.target, "kserve", name, srv.input_name, data[1][0][0])
+                settle({"kerve": srv}, limit_s=30)
                 for c, b in cells:
                     xs, ys = data[b]
                     res = loadgen.run_load(srv.target, "kserve", name, srv.input_name, xs, ys,
@@ -455,6 +475,8 @@ def main(argv=None) -> int:
     p.add_argument("--kerve-flags", default="", help="extra flags for both kerve servers")
     p.add_argument("--only-kerve", action="store_true", help="skip naive and bare")
     p.add_argument("--tune", action="store_true", help="kerve batching settings sweep only")
+    p.add_argument("--tune-configs", default="",
+                   help="with --tune: MBS:TIMEOUT_MS:INSTANCES,... (default: the full grid)")
     p.add_argument("--start-timeout", type=float, default=240)
     p.add_argument("--workdir", default=None, help="temp folder (default: a new one)")
     p.add_argument("--out", default=str(HERE / "results" / "latest.json"))
@@ -493,7 +515,8 @@ def main(argv=None) -> int:
 
     if args.tune:
         report["tune"] = tune(args, workdir, logdir, infos)
-        out = Path(args.out).with_name("tune.json") if args.out.endswith("latest.json") \
+        stem = "tune-focused.json" if args.tune_configs else "tune.json"
+        out = Path(args.out).with_name(stem) if args.out.endswith("latest.json") \
             else Path(args.out)
         out.write_text(json.dumps(report, indent=1, default=float))
         log(f"wrote {out}")

@@ -280,7 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="unload on-demand versions (LRU) beyond this many MiB of weights")
     s.add_argument("--idle-unload", type=float, default=300.0,
                    help="seconds an on-demand version stays loaded unused")
-    s.add_argument("--max-batch-size", type=int, default=32, help="1 turns batching off")
+    s.add_argument("--max-batch-size", type=int, default=128, help="1 turns batching off")
     s.add_argument("--batch-timeout-ms", type=float, default=2.0)
     s.add_argument("--model-instances", type=int, default=1,
                    help="model calls in flight per loaded version")

@@ -17,7 +17,7 @@ TAG_PREFIX = "kerve."
 
 @dataclass(frozen=True)
 class ServingOptions:
-    max_batch_size: int = 32
+    max_batch_size: int = 128
     """Most rows merged into one model call; 1 turns batching off for this model."""
 
     batch_timeout_ms: float = 2.0

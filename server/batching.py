@@ -41,7 +41,8 @@ class Batcher:
     def __init__(self, predict: PredictFn, executor: Executor, *, batchable: bool,
                  max_batch_size: int, timeout_s: float, max_queue: int, instances: int = 1,
                  pad_to: tuple[int, ...] = (), observe: Observer | None = None,
-                 inline_below_s: float = 0.02, idle_gap_s: float = 0.0003) -> None:
+                 inline_below_s: float = 0.02, idle_gap_s: float = 0.0003,
+                 busy_window_s: float = 0.005) -> None:
         self._predict = predict
         self._executor = executor
         self._merge = batchable and max_batch_size > 1
@@ -54,7 +55,9 @@ class Batcher:
         self._inline_below_s = inline_below_s
         self._lone_cost_s = 0.0  # moving average of a lone request's model call
         self._idle_gap_s = idle_gap_s
+        self._busy_window_s = busy_window_s
         self._last_done = 0.0  # when the last model call ended
+        self._last_requests = 0  # how many requests it served
         self._queue: deque[_Pending] = deque()
         self._in_flight = 0
         self._timer: asyncio.TimerHandle | None = None
@@ -84,12 +87,7 @@ class Batcher:
             batch = self._take_batch()
             if not batch:
                 continue
-            if (len(batch) == 1 and not self._queue and self._in_flight == 0
-                    and not self._pad_to and self._lone_cost_s < self._inline_below_s
-                    and time.perf_counter() - self._last_done > self._idle_gap_s):
-                # Idle: nothing finished just now, so nobody was waiting behind it. (Under
-                # load the next request arrives right after a call ends and must not run
-                # inline, or requests would never gather into batches.)
+            if len(batch) == 1 and not self._queue and self._idle():
                 self._run_inline(batch[0])
                 continue
             self._in_flight += 1
@@ -130,6 +128,18 @@ class Batcher:
                 break
         return batch
 
+    def _idle(self) -> bool:
+        """Whether a lone request may run inline: nothing in flight, the model is cheap,
+        and no load in sight. Under load requests reach the batcher one at a time (the loop
+        was busy), so "the queue is empty" alone would run each inline, unbatched: a call
+        that ended just now, or a recent call that served several requests, means load."""
+        if self._in_flight or self._pad_to or self._lone_cost_s >= self._inline_below_s:
+            return False
+        since = time.perf_counter() - self._last_done
+        if since < self._idle_gap_s:
+            return False
+        return not (self._last_requests > 1 and since < self._busy_window_s)
+
     def _run_inline(self, pending: _Pending) -> None:
         if self._observe is not None:
             self._observe(pending.rows, time.perf_counter() - pending.enqueued)
@@ -139,6 +149,7 @@ class Batcher:
         except Exception as exc:  # noqa: BLE001 - the request fails, the server goes on
             _fail(pending.future, exc)
         self._last_done = time.perf_counter()
+        self._last_requests = 1
         self._note_lone_cost(self._last_done - started)
 
     def _note_lone_cost(self, seconds: float) -> None:
@@ -171,6 +182,7 @@ class Batcher:
         finally:
             self._in_flight -= 1
             self._last_done = time.perf_counter()
+            self._last_requests = len(batch)
             self._dispatch()
 
     def _merge_inputs(self, batch: list[_Pending]) -> list[np.ndarray]:

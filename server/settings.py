@@ -63,7 +63,7 @@ class Settings:
     """Weights bytes of loaded versions above which on-demand versions are unloaded, least
     recently used first, to make room (defaults are always kept); none by default."""
 
-    max_batch_size: int = 32
+    max_batch_size: int = 128
     """Most rows the dynamic batcher merges into one model call (1 turns batching off);
     a version's kerve.max_batch_size tag overrides it."""
 
