@@ -92,6 +92,7 @@ def cmd_serve(args) -> int:
         memory_budget_bytes=args.memory_budget_mb << 20 if args.memory_budget_mb else None,
         idle_unload_s=args.idle_unload,
         validation_isolated=not args.validate_in_process,
+        tokens_file=args.tokens,
         tls_cert=args.tls_cert, tls_key=args.tls_key, tls_client_ca=args.tls_client_ca,
         port_file=Path(args.port_file) if args.port_file else None)
     if bool(settings.tls_cert) != bool(settings.tls_key):
@@ -99,7 +100,7 @@ def cmd_serve(args) -> int:
     from kerve.registry.plugins import PluginImportError
 
     try:
-        asyncio.run(serve(settings, tokens_file=args.tokens, demo=args.demo))
+        asyncio.run(serve(settings, demo=args.demo))
     except PluginImportError as exc:
         raise UserError(str(exc)) from None
     except OSError as exc:

@@ -69,7 +69,7 @@ def _version() -> str:
         return "0"
 
 
-async def build_server(settings: Settings, tokens_file: str | None = None) -> Server:
+async def build_server(settings: Settings) -> Server:
     import tensorflow as tf
     from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
@@ -133,8 +133,8 @@ async def build_server(settings: Settings, tokens_file: str | None = None) -> Se
     core = InferenceCore(manager, metrics)
 
     interceptors = [ErrorInterceptor()]
-    if tokens_file:
-        interceptors.insert(0, TokenInterceptor(load_tokens(tokens_file)))
+    if settings.tokens_file:
+        interceptors.insert(0, TokenInterceptor(load_tokens(settings.tokens_file)))
     else:
         log.warning("no tokens file: the server is open to every client (see --tokens)")
     options = [("grpc.max_receive_message_length", settings.max_message_bytes),
@@ -216,9 +216,9 @@ def _upload_demo(port: int) -> None:
         log.info("uploaded demo model, version %d", version["version"])
 
 
-async def serve(settings: Settings, tokens_file: str | None = None, demo: bool = False) -> None:
+async def serve(settings: Settings, demo: bool = False) -> None:
     """Run until SIGINT/SIGTERM, then drain."""
-    server = await build_server(settings, tokens_file)
+    server = await build_server(settings)
     print(f"kerve listening on {settings.host}:{server.port}"
           + (f", metrics on :{server.metrics_port}/metrics" if server.metrics_port else ""),
           flush=True)
@@ -228,7 +228,7 @@ async def serve(settings: Settings, tokens_file: str | None = None, demo: bool =
             json.dump({"port": server.port, "metrics_port": server.metrics_port}, f)
         os.replace(tmp, settings.port_file)
     if demo:
-        if tokens_file or settings.tls_cert:
+        if settings.tokens_file or settings.tls_cert:
             log.warning("--demo is skipped on a server with tokens or TLS")
         else:
             await asyncio.to_thread(_upload_demo, server.port)

@@ -3,8 +3,10 @@
 Requests queue; whenever the model has a free instance, the queued requests (up to
 max_batch_size rows) are merged along the batch dimension into one call, and the outputs
 are split back. An idle model runs a lone request at once, so batching costs nothing at
-concurrency 1 — inline on the event loop when the model's lone calls are cheap (no thread hop;
-nothing else is waiting then), in the executor otherwise. Under load, requests gather while
+concurrency 1 — inline on the event loop when the model's lone calls take under a
+millisecond (no thread hop; nothing else is waiting then), in the executor otherwise: for a
+slower model the hop is a small share of the call, and a loop blocked for milliseconds
+would hide the requests piling up behind it from the batcher. Under load, requests gather while
 the model is busy. With several instances
 a free instance waits at most batch_timeout for a batch to fill. The queue is bounded; a
 request whose deadline passed is dropped before it runs; a failing batch fails every
@@ -41,7 +43,7 @@ class Batcher:
     def __init__(self, predict: PredictFn, executor: Executor, *, batchable: bool,
                  max_batch_size: int, timeout_s: float, max_queue: int, instances: int = 1,
                  pad_to: tuple[int, ...] = (), observe: Observer | None = None,
-                 inline_below_s: float = 0.02, idle_gap_s: float = 0.0003,
+                 inline_below_s: float = 0.001, idle_gap_s: float = 0.0003,
                  busy_window_s: float = 0.005) -> None:
         self._predict = predict
         self._executor = executor

@@ -80,6 +80,9 @@ class Settings:
     model_instances: int = 1
     """Model calls in flight per loaded version (threads running batches side by side)."""
 
+    tokens_file: str | None = None
+    """YAML/JSON mapping of bearer token to scope (read, write, admin); none: open server."""
+
     tls_cert: str | None = None
     """PEM certificate chain of the gRPC port; with tls_key, the port speaks TLS only."""
 
