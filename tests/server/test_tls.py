@@ -50,4 +50,4 @@ def test_mutual_tls(pki, tmp_path):
             with pytest.raises(grpc.RpcError):
                 c.list_models()
     finally:
-        proc.stop()
+        assert proc.stop() == 0  # SIGTERM drains and exits cleanly
