@@ -92,6 +92,9 @@ def cmd_serve(args) -> int:
         memory_budget_bytes=args.memory_budget_mb << 20 if args.memory_budget_mb else None,
         idle_unload_s=args.idle_unload,
         validation_isolated=not args.validate_in_process,
+        validation_timeout_s=args.validation_timeout, max_queue_size=args.max_queue_size,
+        validation_memory_limit_bytes=(args.validation_memory_mb << 20
+                                       if args.validation_memory_mb else None),
         tokens_file=args.tokens,
         tls_cert=args.tls_cert, tls_key=args.tls_key, tls_client_ca=args.tls_client_ca,
         port_file=Path(args.port_file) if args.port_file else None)
@@ -289,6 +292,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="compile models with XLA (per model: --tag kerve.jit_compile=true)")
     s.add_argument("--poll-interval", type=float, default=5.0,
                    help="seconds between registry re-reads (other replicas' changes)")
+    s.add_argument("--validation-timeout", type=float, default=600.0,
+                   help="seconds a validation may take before the upload is refused")
+    s.add_argument("--validation-memory-mb", type=int,
+                   help="address-space limit of the validation worker, MiB (none by default)")
+    s.add_argument("--max-queue-size", type=int, default=1024,
+                   help="requests waiting per loaded version before RESOURCE_EXHAUSTED")
     s.add_argument("--validate-in-process", action="store_true",
                    help="validate uploads in a thread instead of an isolated worker process")
     s.add_argument("--port-file", help="write the bound ports here as JSON")

@@ -13,6 +13,9 @@ import numpy as np
 from kerve.registry.errors import InvalidArgumentError
 
 MAX_ELEMENTS = 1 << 31
+# A single typed value broadcast to its shape (as tf.make_ndarray does) allocates memory the
+# request never carried: bounded, so a tiny request cannot make the server allocate gigabytes.
+MAX_BROADCAST_ELEMENTS = 1 << 22
 
 
 def _element_count(name: str, shape) -> int:
@@ -90,6 +93,10 @@ def tensor_proto_to_ndarray(name: str, proto) -> np.ndarray:
     else:
         arr = np.asarray(values, dtype=np_type)
     if n == 1 and count != 1:
+        if count > MAX_BROADCAST_ELEMENTS:
+            raise InvalidArgumentError(
+                f"input {name!r}: one {field} value would be broadcast to shape {shape} "
+                f"({count} elements, at most {MAX_BROADCAST_ELEMENTS}); send the values")
         arr = np.full(shape, arr[0], dtype=arr.dtype)  # TF's broadcast of one value
     return arr.reshape(shape)
 

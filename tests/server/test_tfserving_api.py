@@ -133,6 +133,15 @@ def test_predict_errors(served_zoo, tf_stub):
     code, details = _error(tf_stub.Predict, request)
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "too large" in details
 
+    request = predict_pb2.PredictRequest()  # one float_val, a shape of 2**30 elements
+    request.model_spec.name = "srv-custom_layers"
+    request.inputs["a"].dtype = 1
+    for size in (1 << 25, 32):
+        request.inputs["a"].tensor_shape.dim.add().size = size
+    request.inputs["a"].float_val.append(1.0)
+    code, details = _error(tf_stub.Predict, request)
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "would be broadcast" in details
+
     code, _ = _error(tf_stub.Predict, _predict_request("no-such-model", good))
     assert code == grpc.StatusCode.NOT_FOUND
     code, _ = _error(tf_stub.Predict, _predict_request("srv-custom_layers", good, version=999))
@@ -160,3 +169,20 @@ def test_classify_regress_unimplemented(tf_stub):
         grpc.StatusCode.UNIMPLEMENTED
     assert _error(tf_stub.Regress, regression_pb2.RegressionRequest())[0] == \
         grpc.StatusCode.UNIMPLEMENTED
+
+
+def test_one_typed_value_broadcasts_like_tf_make_ndarray(served_zoo, tf_stub):
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2
+
+    b, _ = served_zoo["mnist_mlp"]
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "srv-mnist_mlp"
+    request.inputs["x"].dtype = 1
+    for size in (2, 784):
+        request.inputs["x"].tensor_shape.dim.add().size = size
+    request.inputs["x"].float_val.append(0.5)
+    response = tf_stub.Predict(request, timeout=30)
+    expected = b.model.predict(np.full((2, 784), 0.5, np.float32), verbose=0)
+    np.testing.assert_allclose(tf.make_ndarray(response.outputs[b.output_names[0]]), expected,
+                               atol=1e-5)
