@@ -70,10 +70,9 @@ def _ref(text: str):
 # --- commands ------------------------------------------------------------------------------
 
 def cmd_serve(args) -> int:
-    import asyncio
     import logging
 
-    from kerve.server.app import serve
+    from kerve.server.app import run_event_loop, serve
     from kerve.server.settings import Settings
 
     logging.basicConfig(level=getattr(logging, args.log_level.upper()),
@@ -97,13 +96,14 @@ def cmd_serve(args) -> int:
                                        if args.validation_memory_mb else None),
         tokens_file=args.tokens,
         tls_cert=args.tls_cert, tls_key=args.tls_key, tls_client_ca=args.tls_client_ca,
-        port_file=Path(args.port_file) if args.port_file else None)
+        port_file=Path(args.port_file) if args.port_file else None,
+        event_loop=args.event_loop)
     if bool(settings.tls_cert) != bool(settings.tls_key):
         raise UserError("--tls-cert and --tls-key go together")
     from kerve.registry.plugins import PluginImportError
 
     try:
-        asyncio.run(serve(settings, demo=args.demo))
+        run_event_loop(serve(settings, demo=args.demo), settings.event_loop)
     except PluginImportError as exc:
         raise UserError(str(exc)) from None
     except OSError as exc:
@@ -290,6 +290,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="model calls in flight per loaded version")
     s.add_argument("--jit-compile", action="store_true",
                    help="compile models with XLA (per model: --tag kerve.jit_compile=true)")
+    s.add_argument("--event-loop", choices=["auto", "uvloop", "asyncio"], default="auto",
+                   help="asyncio event loop implementation (auto: uvloop where installed)")
     s.add_argument("--poll-interval", type=float, default=5.0,
                    help="seconds between registry re-reads (other replicas' changes)")
     s.add_argument("--validation-timeout", type=float, default=600.0,

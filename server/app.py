@@ -10,6 +10,7 @@ import signal
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
+from typing import Coroutine
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -216,9 +217,28 @@ def _upload_demo(port: int) -> None:
         log.info("uploaded demo model, version %d", version["version"])
 
 
+def run_event_loop(main: Coroutine, event_loop: str = "auto") -> None:
+    """Run the server's main coroutine to completion on the chosen loop implementation."""
+    if event_loop not in ("auto", "uvloop", "asyncio"):
+        main.close()
+        raise ValueError(f"unknown event loop {event_loop!r}: auto, uvloop or asyncio")
+    if event_loop != "asyncio":
+        try:
+            import uvloop
+        except ImportError:
+            if event_loop == "uvloop":
+                main.close()
+                raise
+        else:
+            uvloop.run(main)
+            return
+    asyncio.run(main)
+
+
 async def serve(settings: Settings, demo: bool = False) -> None:
     """Run until SIGINT/SIGTERM, then drain."""
     server = await build_server(settings)
+    log.info("event loop: %s", type(asyncio.get_running_loop()).__module__.split(".")[0])
     print(f"kerve listening on {settings.host}:{server.port}"
           + (f", metrics on :{server.metrics_port}/metrics" if server.metrics_port else ""),
           flush=True)

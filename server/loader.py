@@ -29,6 +29,7 @@ class LoadedModel:
     load_seconds: float
     model: object
     options: ServingOptions
+    call_path: str = "concrete"
 
     @property
     def signature(self) -> Signature:
@@ -79,23 +80,42 @@ def load_version(info: VersionInfo, blobs: BlobStore, plugins: Plugins, *,
             out = model(km.model_inputs(signature, list(tensors)), training=False)
             return keras.tree.flatten(out)
 
-        # The signature is fixed, so call the one traced function directly: this skips
-        # tf.function's per-call input binding and cache lookup (about a third of a small
-        # model's call).
-        concrete = serve.get_concrete_function()
+        call_flat, call_path = flat_caller(serve.get_concrete_function())
 
         def predict(arrays: list[np.ndarray]) -> list[np.ndarray]:
             with tf.device(device):
-                return [t.numpy() for t in concrete(*[tf.constant(a) for a in arrays])]
+                return [t.numpy() for t in call_flat([tf.constant(a) for a in arrays])]
 
         batchable = all(spec.batched for spec in signature.inputs)
         warmup = options.batch_sizes() if options.jit_compile and batchable else (1,)
         for batch in warmup:
             predict([np.zeros(_example_shape(s.shape, batch), s.dtype) for s in signature.inputs])
     seconds = time.perf_counter() - started
-    log.info("loaded %s:%d on %s in %.2f s", info.name, info.version, device, seconds)
+    log.info("loaded %s:%d on %s in %.2f s (%s call)", info.name, info.version, device,
+             seconds, call_path)
     return LoadedModel(info=info, device=device, predict_fn=predict, load_seconds=seconds,
-                       model=model, options=options)
+                       model=model, options=options, call_path=call_path)
+
+
+def flat_caller(concrete) -> tuple[Callable[[list], list], str]:
+    """The cheapest way to run one traced function on a flat list of tensors.
+
+    The signature is fixed, so nothing per call needs tf.function's input binding, cache
+    lookup or gradient-tape checks: the traced graph's own function ("atomic", TF 2.14+) runs
+    with the captured variables appended: on the bench's MLP that is about 40 % less time
+    per call than calling the ConcreteFunction. That is TensorFlow's internal API, so where it is
+    missing the ConcreteFunction itself is called ("concrete"); tests check which one runs.
+    """
+    atomic = getattr(concrete, "_inference_function", None)
+    captured = list(getattr(concrete, "captured_inputs", ()))
+    if atomic is not None and callable(getattr(atomic, "call_flat", None)):
+        def call_atomic(tensors: list) -> list:
+            return atomic.call_flat(*tensors, *captured)
+        return call_atomic, "atomic"
+
+    def call_concrete(tensors: list) -> list:
+        return concrete(*tensors)
+    return call_concrete, "concrete"
 
 
 def _example_shape(shape: tuple[int, ...], batch: int) -> tuple[int, ...]:

@@ -92,6 +92,10 @@ class Settings:
     tls_client_ca: str | None = None
     """PEM CA bundle: when set, clients must present a certificate it signed (mutual TLS)."""
 
+    event_loop: str = "auto"
+    """The asyncio loop the server runs on: "uvloop" (libuv; fewer microseconds per request
+    and wake-up), "asyncio" (the standard library's), or "auto": uvloop where installed."""
+
     port_file: Path | None = None
     """Write the bound ports here as JSON once serving ({"port": ..., "metrics_port": ...})."""
 
