@@ -4,6 +4,8 @@ Lines measured, per model:
   inproc         the model's compiled tf.function called in this process (no server): the limit
   naive          hand-written grpc.aio KServe v2 server calling model.predict per request
   bare           hand-written grpc.aio KServe v2 server calling the tf.function inline
+  echo           the same server answering zeros without any model: the ceiling of a Python
+                 gRPC server on this machine (what no Python server can beat)
   kerve-nb/v2    kerve --max-batch-size 1 (batching off), KServe v2 ModelInfer
   kerve-nb/tfs   the same server through TF Serving Predict
   kerve/v2       kerve with its default batching, KServe v2 ModelInfer   <- "kerve" below
@@ -103,6 +105,8 @@ def start_lines(name: str, minfo: dict, args, workdir: Path, logdir: Path, repor
         attempt("naive", lambda: peers.start_handwritten("naive", name, path, local_input,
                                                           workdir, logdir))
         attempt("bare", lambda: peers.start_handwritten("bare", name, path, local_input,
+                                                         workdir, logdir))
+        attempt("echo", lambda: peers.start_handwritten("echo", name, path, local_input,
                                                          workdir, logdir))
     kerve_flags = args.kerve_flags.split() if args.kerve_flags else []
     attempt("kerve-nb", lambda: peers.start_kerve("nobatch", name, path, workdir,
@@ -205,13 +209,15 @@ def run_model(name: str, minfo: dict, args, workdir: Path, logdir: Path, report:
                 xs, ys = data[b]
                 order = lines[r % len(lines):] + lines[:r % len(lines)] if lines else []
                 for lname, srv, proto in order:
+                    # echo runs no model: it answers zeros of the output's shape
+                    want = [np.zeros_like(y) for y in ys] if lname == "echo" else ys
                     if lname == "naive" and args.naive_duration:
                         dur = min(args.duration, args.naive_duration)
                     else:
                         dur = args.duration
                     with Foreign() as fg:
                         res = loadgen.run_load(srv.target, proto, srv.model, srv.input_name,
-                                               xs, ys, concurrency=c, duration_s=dur,
+                                               xs, want, concurrency=c, duration_s=dur,
                                                warmup_s=args.warmup, engine=args.engine)
                     key = f"{lname}|{cell_name(c, b)}"
                     row = asdict(res)
@@ -330,8 +336,12 @@ def targets(report: dict) -> list[str]:
         kv = get("mlp", KERVE, "c32 b1")
         bp = best_peer("c32 b1", "rps")
         if kv and bp:
+            ev = get("mlp", "echo", "c32 b1")
+            ceiling = (f"; the echo server (no model) answers {ev['rps']:.0f}, so 2x needs "
+                       f"{2 * bp[0] / ev['rps']:.0%} of it") if ev else ""
             verdict("c32 b1: kerve >= 2x best peer req/s", kv["rps"] >= 2 * bp[0],
-                    f"kerve {kv['rps']:.0f} vs {bp[1]} {bp[0]:.0f} = x{kv['rps'] / bp[0]:.2f}")
+                    f"kerve {kv['rps']:.0f} vs {bp[1]} {bp[0]:.0f} = x{kv['rps'] / bp[0]:.2f}"
+                    + ceiling)
         else:
             verdict("c32 b1: kerve >= 2x best peer req/s", None, "no peer measured")
         kv = get("mlp", KERVE, "c8 b32")

@@ -5,6 +5,9 @@
 --mode bare:  grpc.aio + the model's compiled tf.function (input signature with a free batch
     dimension, what kerve's loader builds), called inline in the handler: no batching, no
     queue, no thread hop. The latency floor of a Python gRPC server at concurrency 1.
+--mode echo:  the same handler answering zeros of the output's shape without running any
+    model, on uvloop: the most requests a Python (grpc.aio) server answers on this machine,
+    the ceiling every Python server's line sits under.
 
 Run: python bench/servers/handwritten.py --mode bare --model /tmp/mlp.keras --name mlp \
         --port-file /tmp/p.json   (binds 127.0.0.1 only; stops on SIGTERM/SIGINT)
@@ -37,6 +40,14 @@ async def serve(args) -> None:
     out_name = model.outputs[0].name if hasattr(model.outputs[0], "name") else "output_0"
     if args.mode == "bare":
         predict = models.compiled_predict(model)
+    elif args.mode == "echo":
+        canned = {}
+
+        def predict(x):  # no model: answers zeros of the output's shape
+            key = x.shape[0]
+            if key not in canned:
+                canned[key] = np.zeros((key, *model.outputs[0].shape[1:]), np.float32)
+            return canned[key]
     else:
         def predict(x):
             return model.predict(x, verbose=0)
@@ -84,12 +95,18 @@ async def serve(args) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("--mode", choices=["naive", "bare"], required=True)
+    p.add_argument("--mode", choices=["naive", "bare", "echo"], required=True)
     p.add_argument("--model", required=True, help=".keras file")
     p.add_argument("--name", default="mlp", help="model name served")
     p.add_argument("--port", type=int, default=0)
     p.add_argument("--port-file")
-    asyncio.run(serve(p.parse_args()))
+    args = p.parse_args()
+    if args.mode == "echo":
+        import uvloop  # the ceiling: the fastest loop there is for grpc.aio
+
+        uvloop.run(serve(args))
+    else:
+        asyncio.run(serve(args))
 
 
 if __name__ == "__main__":
