@@ -143,7 +143,13 @@ def v2_numpy_dtype(datatype: str, name: str = "") -> np.dtype:
     raise InvalidArgumentError(f"input {name!r}: unknown datatype {datatype!r}")
 
 
+_V2_BY_DTYPE = {np.dtype(t): name for name, t in V2_TO_NUMPY.items()}
+
+
 def v2_datatype(dtype: np.dtype) -> str:
+    known = _V2_BY_DTYPE.get(dtype)  # one dict lookup on the hot path
+    if known is not None:
+        return known
     if dtype == np.object_:
         return "BYTES"
     if dtype.name == "bfloat16":
