@@ -164,6 +164,20 @@ def settle(servers: dict, limit_s: float = 60.0, quiet: float = 0.05) -> dict[st
             return shares
 
 
+def quiesce(srv, limit_s: float = 20.0, window_s: float = 0.25, quiet: float = 0.05) -> float:
+    """Wait until a server that was just loaded is idle again: a closed-loop client stops
+    sending, but a slow server still works off the requests it had queued (the naive one at
+    c32 runs ~3 s of model.predict after its cell ends), which would land on the next line's
+    cell. Returns the seconds waited."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < limit_s:
+        before = peers.process_tree_cpu(srv.pid)
+        time.sleep(window_s)
+        if (peers.process_tree_cpu(srv.pid) - before) / window_s < quiet:
+            break
+    return time.monotonic() - t0
+
+
 def idle_cpu(servers: dict, seconds: float = 2.0) -> dict[str, float]:
     """CPU share (of one core) each idle server burns: background noise in the figures."""
     before = {k: peers.process_tree_cpu(s.pid) for k, s in servers.items()}
@@ -219,8 +233,10 @@ def run_model(name: str, minfo: dict, args, workdir: Path, logdir: Path, report:
                         res = loadgen.run_load(srv.target, proto, srv.model, srv.input_name,
                                                xs, want, concurrency=c, duration_s=dur,
                                                warmup_s=args.warmup, engine=args.engine)
+                    drained_s = quiesce(srv)
                     key = f"{lname}|{cell_name(c, b)}"
                     row = asdict(res)
+                    row["drain_after_s"] = drained_s
                     row["foreign_cpu_share"] = fg.share
                     row["bench_cpu_share"] = fg.own_share
                     row["client_cpu_share"] = res.client_cpu_s / (res.duration_s + args.warmup)
