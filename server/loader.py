@@ -102,8 +102,8 @@ def flat_caller(concrete) -> tuple[Callable[[list], list], str]:
 
     The signature is fixed, so nothing per call needs tf.function's input binding, cache
     lookup or gradient-tape checks: the traced graph's own function ("atomic", TF 2.14+) runs
-    with the captured variables appended: on the bench's MLP that is about 40 % less time
-    per call than calling the ConcreteFunction. That is TensorFlow's internal API, so where it is
+    with the captured variables appended, about 40 % less time per call than calling the
+    ConcreteFunction on the bench's MLP. That is TensorFlow's internal API, so where it is
     missing the ConcreteFunction itself is called ("concrete"); tests check which one runs.
     """
     atomic = getattr(concrete, "_inference_function", None)
