@@ -166,9 +166,8 @@ def settle(servers: dict, limit_s: float = 60.0, quiet: float = 0.05) -> dict[st
 
 def quiesce(srv, limit_s: float = 20.0, window_s: float = 0.25, quiet: float = 0.05) -> float:
     """Wait until a server that was just loaded is idle again: a closed-loop client stops
-    sending, but a slow server still works off the requests it had queued (the naive one at
-    c32 runs ~3 s of model.predict after its cell ends), which would land on the next line's
-    cell. Returns the seconds waited."""
+    sending, but a server may still be working off requests it had queued, and that CPU
+    would land on the next line's cell. Returns the seconds waited (recorded per cell)."""
     t0 = time.monotonic()
     while time.monotonic() - t0 < limit_s:
         before = peers.process_tree_cpu(srv.pid)
