@@ -19,7 +19,7 @@ request, so one can see how much of the 2-core machine the client takes.
 
 Use as a library (``run_load``) or from the shell:
 
-    python bench/loadgen.py --target 127.0.0.1:8500 --protocol kserve --model mlp \
+    python -m bench.loadgen --target 127.0.0.1:8500 --protocol kserve --model mlp \
         --keras-model /tmp/mlp.keras --batch 1 --concurrency 8 --duration 5
 """
 

@@ -173,7 +173,10 @@ def _tail(logfile: Path, n: int = 6) -> str:
 # --- kerve ------------------------------------------------------------------------------
 
 def start_kerve(label: str, model_name: str, keras_path: str, workdir: Path,
-                flags: list[str], logdir: Path, timeout_s: float = 600) -> Server:
+                flags: list[str], logdir: Path, timeout_s: float = 600,
+                python: str | None = None) -> Server:
+    """Start ``kerve serve`` (this venv's ``kerve``, or ``python -m kerve.clients.cli`` for
+    another interpreter, e.g. an older checkout's venv) and upload the model once."""
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -183,9 +186,10 @@ def start_kerve(label: str, model_name: str, keras_path: str, workdir: Path,
     port_file = workdir / f"kerve-{label}-{model_name}.port.json"
     port_file.unlink(missing_ok=True)
     logfile = logdir / f"kerve-{label}-{model_name}.log"
-    cmd = [str(KERVE_BIN), "serve", "--host", "127.0.0.1", "--port", "0", "--metrics-port",
+    kerve = [python, "-m", "kerve.clients.cli"] if python else [str(KERVE_BIN)]
+    cmd = [*kerve, "serve", "--host", "127.0.0.1", "--port", "0", "--metrics-port",
            "-1", "--port-file", str(port_file), "--data-dir", str(data_dir), *flags]
-    proc = spawn(cmd, logfile)
+    proc = spawn(cmd, logfile, cwd=workdir)  # not the checkout: -m puts the cwd on sys.path
     try:
         port = _wait_port_file(port_file, proc, timeout_s)["port"]
         target = f"127.0.0.1:{port}"
@@ -227,8 +231,9 @@ def start_handwritten(mode: str, model_name: str, keras_path: str, input_name: s
     port_file = workdir / f"{mode}-{model_name}.port.json"
     port_file.unlink(missing_ok=True)
     logfile = logdir / f"{mode}-{model_name}.log"
-    proc = spawn([sys.executable, str(SERVERS / "handwritten.py"), "--mode", mode, "--model",
-                  keras_path, "--name", model_name, "--port-file", str(port_file)], logfile)
+    proc = spawn([sys.executable, "-m", "bench.servers.handwritten", "--mode", mode, "--model",
+                  keras_path, "--name", model_name, "--port-file", str(port_file)], logfile,
+                 cwd=HERE.parent)
     try:
         port = _wait_port_file(port_file, proc, timeout_s)["port"]
     except Exception as exc:

@@ -16,9 +16,9 @@ Lines measured, per model:
 Load (closed loop, loopback only): concurrency 1, 8, 32 with batch-1 requests and
 concurrency 8 with batch-32 requests, --repeats interleaved runs, medians reported.
 
-    .venv/bin/python bench/run.py --quick          # MLP only, < 5 min, no peers
-    .venv/bin/python bench/run.py                  # everything, peers included
-    .venv/bin/python bench/run.py --tune           # kerve batching settings sweep (MLP)
+    .venv/bin/python -m bench.run --quick          # MLP only, < 5 min, no peers
+    .venv/bin/python -m bench.run                  # everything, peers included
+    .venv/bin/python -m bench.run --tune           # kerve batching settings sweep (MLP)
 """
 
 from __future__ import annotations
@@ -36,13 +36,11 @@ from pathlib import Path
 
 import numpy as np
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+from bench import loadgen, peers
+from bench import models as bench_models
+from bench.peers import log
 
-import loadgen  # noqa: E402
-import models as bench_models  # noqa: E402
-import peers  # noqa: E402
-from peers import log  # noqa: E402
+HERE = Path(__file__).resolve().parent
 
 FULL_CELLS = [(1, 1), (8, 1), (32, 1), (8, 32)]
 QUICK_CELLS = [(1, 1), (32, 1), (8, 32)]
@@ -111,9 +109,9 @@ def start_lines(name: str, minfo: dict, args, workdir: Path, logdir: Path, repor
     kerve_flags = args.kerve_flags.split() if args.kerve_flags else []
     attempt("kerve-nb", lambda: peers.start_kerve("nobatch", name, path, workdir,
                                                   ["--max-batch-size", "1", *kerve_flags],
-                                                  logdir))
+                                                  logdir, python=args.kerve_python))
     attempt("kerve", lambda: peers.start_kerve("default", name, path, workdir, kerve_flags,
-                                               logdir))
+                                               logdir, python=args.kerve_python))
     if args.peers:
         for key in PEER_KEYS:
             attempt(key, lambda key=key: peers.start_peer(key, name, path, "x", workdir,
@@ -450,7 +448,8 @@ def tune(args, workdir: Path, logdir: Path, infos: dict) -> dict:
             label = f"mbs{mbs}-t{to:g}-i{inst}"
             flags = ["--max-batch-size", str(mbs), "--batch-timeout-ms", str(to),
                      "--model-instances", str(inst)]
-            srv = peers.start_kerve(label, name, minfo["path"], workdir, flags, logdir)
+            srv = peers.start_kerve(label, name, minfo["path"], workdir, flags, logdir,
+                                    python=args.kerve_python)
             try:
                 loadgen.wait_ready(srv.target, "kserve", name, srv.input_name, data[1][0][0])
                 settle({"kerve": srv}, limit_s=30)
@@ -498,6 +497,9 @@ def main(argv=None) -> int:
     p.add_argument("--engine", choices=["aio", "threads"], default="aio")
     p.add_argument("--pool", type=int, default=8, help="distinct inputs per cell")
     p.add_argument("--kerve-flags", default="", help="extra flags for both kerve servers")
+    p.add_argument("--kerve-python", default=None,
+                   help="python that runs `-m kerve.clients.cli serve` (e.g. another "
+                        "checkout's venv; default: this venv's kerve)")
     p.add_argument("--only-kerve", action="store_true", help="skip naive and bare")
     p.add_argument("--tune", action="store_true", help="kerve batching settings sweep only")
     p.add_argument("--tune-configs", default="",

@@ -9,7 +9,7 @@
     model, on uvloop: the most requests a Python (grpc.aio) server answers on this machine,
     the ceiling every Python server's line sits under.
 
-Run: python bench/servers/handwritten.py --mode bare --model /tmp/mlp.keras --name mlp \
+Run: python -m bench.servers.handwritten --mode bare --model /tmp/mlp.keras --name mlp \
         --port-file /tmp/p.json   (binds 127.0.0.1 only; stops on SIGTERM/SIGINT)
 """
 
@@ -20,12 +20,9 @@ import asyncio
 import json
 import os
 import signal
-import sys
 from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 async def serve(args) -> None:
@@ -34,7 +31,7 @@ async def serve(args) -> None:
     from tritonclient.grpc import service_pb2 as pb
     from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
-    import models
+    from bench import models
 
     model = keras.saving.load_model(args.model, compile=False)
     out_name = model.outputs[0].name if hasattr(model.outputs[0], "name") else "output_0"

@@ -3,7 +3,7 @@ closed-loop load at a given concurrency, and the stacks are sorted into buckets
 (gRPC, event loop, interceptor, decode, core/checks, batcher, thread hop, model, encode,
 metrics). Needs py-spy in the venv (pip install py-spy) and root or ptrace rights.
 
-    .venv/bin/python bench/profile.py --concurrency 1 --concurrency 32 [--flags "..."]
+    .venv/bin/python -m bench.profile_server --concurrency 1 --concurrency 32 [--flags "..."]
 
 Writes bench/results/profile-cN.txt (collapsed stacks) and prints the bucket table.
 """
@@ -19,11 +19,10 @@ import tempfile
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+from bench import models as bench_models
+from bench import peers
 
-import models as bench_models  # noqa: E402
-import peers  # noqa: E402
+HERE = Path(__file__).resolve().parent
 
 # (bucket, substring of a frame) - the first rule that matches any frame, scanning the stack
 # from the leaf towards the root, wins.
@@ -93,11 +92,11 @@ def main() -> int:
         time.sleep(8)  # let the upload validator go quiet
         for c in a.concurrency or [1, 32]:
             load = subprocess.Popen([
-                sys.executable, str(HERE / "loadgen.py"), "--target", srv.target, "--protocol",
+                sys.executable, "-m", "bench.loadgen", "--target", srv.target, "--protocol",
                 a.protocol, "--model", "mlp", "--input-name", srv.input_name, "--keras-model",
                 infos["mlp"]["path"], "--concurrency", str(c), "--duration",
                 str(a.seconds + 6), "--warmup", "1"], stdout=subprocess.PIPE,
-                stderr=subprocess.DEVNULL, text=True)
+                stderr=subprocess.DEVNULL, text=True, cwd=HERE.parent)
             time.sleep(10)  # the load generator imports TF and starts
             raw = HERE / "results" / f"profile-c{c}.txt"
             spy = subprocess.run([pyspy, "record", *(["--native"] if a.native else []),
