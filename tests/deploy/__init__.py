@@ -1,0 +1,1 @@
+"""Tests of the container image and the Kubernetes / KServe manifests (no TensorFlow)."""
