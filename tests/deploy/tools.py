@@ -49,8 +49,8 @@ def _kubectl() -> tuple[str | None, str]:
     path = shutil.which("kubectl")
     if path is None:
         return None, "kubectl not found on PATH (install it with .ci/tools)"
-    out = subprocess.run([path, "version", "--client"], capture_output=True, text=True,
-                         timeout=60).stdout
+    out = subprocess.run([path, "version", "--client"], check=False, capture_output=True,
+                         text=True, timeout=60).stdout
     match = re.search(r"Kustomize Version: v(\d+)", out)
     if not match or int(match.group(1)) < 5:
         return None, f"{path} lacks kustomize v5 ({out.strip()!r}); run .ci/tools"
@@ -67,7 +67,7 @@ def kubectl() -> str:
 @cache
 def _render(target: str, kubectl_path: str) -> str:
     proc = subprocess.run([kubectl_path, "kustomize", str(DEPLOY / target)],
-                          capture_output=True, text=True, timeout=120)
+                          check=False, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, f"kubectl kustomize deploy/{target} failed:\n{proc.stderr}"
     return proc.stdout
 
