@@ -10,14 +10,14 @@
 # CUDA/cuDNN libraries as pip wheels, the way TensorFlow documents for Linux) at the same
 # version pin as pyproject.toml; the host needs the NVIDIA driver and container toolkit
 # (on Kubernetes: the NVIDIA device plugin), nothing else. Settings come from KERVE_* variables.
+# The venv keeps the bytecode pip compiled: the root filesystem may be read-only at run time.
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS builder
 ARG VARIANT=cpu
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    PIP_NO_CACHE_DIR=1 \
-    PYTHONDONTWRITEBYTECODE=1
+    PIP_NO_CACHE_DIR=1
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY server/ server/
@@ -31,8 +31,7 @@ RUN pip wheel --no-deps --wheel-dir /wheels . \
            /opt/kerve/bin/pip install "tensorflow[and-cuda]==2.21.*"; \
        elif [ "$VARIANT" != "cpu" ]; then \
            echo "VARIANT must be cpu or gpu, not '$VARIANT'" >&2; exit 1; \
-       fi \
-    && find /opt/kerve -name __pycache__ -prune -exec rm -rf {} +
+       fi
 
 FROM ${PYTHON_IMAGE} AS runtime
 ARG VARIANT=cpu
