@@ -43,6 +43,7 @@ RULES = [
     ("thread hop (executor, futures)", "threading.py"),
     ("manager / core", "manager.py"),
     ("manager / core", "core.py"),
+    ("manager / core", "data_plane.py"),
     ("interceptor", "interceptors.py"),
     ("servicer (ModelInfer body: request/response protos)", "kserve_servicer.py"),
     ("servicer (ModelInfer body: request/response protos)", "tfserving_servicer.py"),
