@@ -1,5 +1,8 @@
 """kerve's clients: the Python ``Client`` and the ``kerve`` command line."""
 
+DEFAULT_SERVER = "localhost:8500"
+"""Where clients look for a kerve server unless told (``--server``, ``KERVE_SERVER``)."""
+
 
 def __getattr__(name):  # lazy: importing kerve.clients stays cheap
     if name == "Client":
@@ -9,4 +12,4 @@ def __getattr__(name):  # lazy: importing kerve.clients stays cheap
     raise AttributeError(name)
 
 
-__all__ = ["Client"]
+__all__ = ["Client", "DEFAULT_SERVER"]

@@ -8,6 +8,8 @@ import os
 import sys
 from pathlib import Path
 
+from kerve.clients import DEFAULT_SERVER
+
 USAGE_ERROR = 2
 
 
@@ -72,43 +74,63 @@ def _ref(text: str):
 def cmd_serve(args) -> int:
     import logging
 
-    from kerve.server.app import run_event_loop, serve
-    from kerve.server.settings import Settings
+    from pydantic import ValidationError
 
-    logging.basicConfig(level=getattr(logging, args.log_level.upper()),
+    from kerve.registry.plugins import PluginImportError
+    from kerve.server.app import run_event_loop, serve
+    from kerve.server.settings import Settings, flag_name
+
+    given = {name: value for name, value in vars(args).items() if name in Settings.model_fields}
+    try:
+        settings = Settings(**given)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where = flag_name(str(error["loc"][0])) if error["loc"] else "settings"
+        raise UserError(f"{where}: {error['msg']}") from None
+    logging.basicConfig(level=getattr(logging, settings.log_level.upper()),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)
-    if args.blob_url and args.blob_url.startswith("s3://"):
-        raise UserError("s3:// blob stores are not available in this build yet")
-    settings = Settings(
-        data_dir=Path(args.data_dir), host=args.host, port=args.port,
-        metrics_port=args.metrics_port, registry_url=args.registry_url, blob_url=args.blob_url,
-        plugins=args.plugin, allow_unsafe_lambda=args.allow_unsafe_lambda, device=args.device,
-        max_batch_size=args.max_batch_size, batch_timeout_ms=args.batch_timeout_ms,
-        jit_compile=args.jit_compile,
-        model_instances=args.model_instances, poll_interval_s=args.poll_interval,
-        max_message_bytes=args.max_message_mb << 20, max_upload_bytes=args.max_upload_mb << 20,
-        memory_budget_bytes=args.memory_budget_mb << 20 if args.memory_budget_mb else None,
-        idle_unload_s=args.idle_unload,
-        validation_isolated=not args.validate_in_process,
-        validation_timeout_s=args.validation_timeout, max_queue_size=args.max_queue_size,
-        validation_memory_limit_bytes=(args.validation_memory_mb << 20
-                                       if args.validation_memory_mb else None),
-        tokens_file=args.tokens,
-        tls_cert=args.tls_cert, tls_key=args.tls_key, tls_client_ca=args.tls_client_ca,
-        port_file=Path(args.port_file) if args.port_file else None,
-        event_loop=args.event_loop)
-    if bool(settings.tls_cert) != bool(settings.tls_key):
-        raise UserError("--tls-cert and --tls-key go together")
-    from kerve.registry.plugins import PluginImportError
-
     try:
-        run_event_loop(serve(settings, demo=args.demo), settings.event_loop)
+        run_event_loop(serve(settings), settings.event_loop)
     except PluginImportError as exc:
         raise UserError(str(exc)) from None
     except OSError as exc:
         raise UserError(f"cannot start: {exc}") from None
     return 0
+
+
+def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per Settings field, its docstring as help; only flags given reach Settings,
+    so the environment (KERVE_*) and the defaults stay Settings' own."""
+    import typing
+
+    from kerve.server.settings import Settings, env_name, flag_name
+
+    for name, field in Settings.model_fields.items():
+        kind = field.annotation
+        args = typing.get_args(kind)
+        if typing.get_origin(kind) is typing.Union or type(kind).__name__ == "UnionType":
+            kind = next(a for a in args if a is not type(None))
+            args = typing.get_args(kind)
+        default = field.get_default(call_default_factory=True)
+        shown = "none" if default is None or default == [] else default
+        help_text = " ".join((field.description or "").split())
+        options: dict = dict(dest=name, default=argparse.SUPPRESS)
+        if typing.get_origin(kind) is typing.Annotated:
+            kind = args[0]
+        if kind is bool:
+            options["action"] = argparse.BooleanOptionalAction
+        elif typing.get_origin(kind) is list:
+            options.update(action="append", metavar="MODULE")
+            help_text += " Repeatable."
+        elif typing.get_origin(kind) is typing.Literal:
+            options["choices"] = list(typing.get_args(kind))
+        else:
+            options["type"] = kind if kind in (int, float) else str
+            options["metavar"] = {int: "N", float: "X", Path: "PATH"}.get(
+                kind, "URL" if name.endswith("_url") else "VALUE")
+        parser.add_argument(flag_name(name), help=f"{help_text} (default: {shown}; "
+                            f"env {env_name(name)})", **options)
 
 
 def cmd_upload(args) -> int:
@@ -250,7 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def client_command(name: str, help_text: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
-        p.add_argument("--server", default=_env("KERVE_SERVER", "localhost:8500"),
+        p.add_argument("--server", default=_env("KERVE_SERVER", DEFAULT_SERVER),
                        help="HOST:PORT of the kerve server (env KERVE_SERVER)")
         p.add_argument("--token", default=_env("KERVE_TOKEN"),
                        help="bearer token (env KERVE_TOKEN)")
@@ -258,54 +280,9 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     s = sub.add_parser("serve", help="run the registry and inference server",
-                       description="Run registry + inference on one gRPC port.")
-    s.add_argument("--data-dir", default=_env("KERVE_DATA_DIR", "./kerve-data"),
-                   help="embedded storage folder (env KERVE_DATA_DIR)")
-    s.add_argument("--host", default="0.0.0.0")
-    s.add_argument("--port", type=int, default=8500, help="gRPC port (0: any free port)")
-    s.add_argument("--metrics-port", type=int, default=8502,
-                   help="Prometheus port (0: any free port, -1: off)")
-    s.add_argument("--plugin", action="append", default=[], metavar="MODULE",
-                   help="custom-object plugin module (repeatable; env KERVE_PLUGINS=a,b)")
-    s.add_argument("--allow-unsafe-lambda", action="store_true",
-                   help="accept Lambda layers holding Python bytecode (trusted uploads only)")
-    s.add_argument("--registry-url", help="SQLAlchemy URL of the metadata store")
-    s.add_argument("--blob-url", help="blob store: a folder or file:// URL")
-    s.add_argument("--tokens", default=_env("KERVE_TOKENS_FILE"),
-                   help="YAML/JSON token -> scope (read|write|admin) (env KERVE_TOKENS_FILE)")
-    s.add_argument("--tls-cert")
-    s.add_argument("--tls-key")
-    s.add_argument("--tls-client-ca", help="require client certificates signed by this CA")
-    s.add_argument("--device", help="TensorFlow device, e.g. /GPU:1 (default: first GPU, else CPU)")
-    s.add_argument("--max-message-mb", type=int, default=64,
-                   help="largest gRPC message, MiB (a request's tensors, an upload chunk)")
-    s.add_argument("--max-upload-mb", type=int, default=16384, help="largest upload, MiB")
-    s.add_argument("--memory-budget-mb", type=int,
-                   help="unload on-demand versions (LRU) beyond this many MiB of weights")
-    s.add_argument("--idle-unload", type=float, default=300.0,
-                   help="seconds an on-demand version stays loaded unused")
-    s.add_argument("--max-batch-size", type=int, default=128, help="1 turns batching off")
-    s.add_argument("--batch-timeout-ms", type=float, default=2.0)
-    s.add_argument("--model-instances", type=int, default=1,
-                   help="model calls in flight per loaded version")
-    s.add_argument("--jit-compile", action="store_true",
-                   help="compile models with XLA (per model: --tag kerve.jit_compile=true)")
-    s.add_argument("--event-loop", choices=["auto", "uvloop", "asyncio"], default="auto",
-                   help="asyncio event loop implementation (auto: uvloop where installed)")
-    s.add_argument("--poll-interval", type=float, default=5.0,
-                   help="seconds between registry re-reads (other replicas' changes)")
-    s.add_argument("--validation-timeout", type=float, default=600.0,
-                   help="seconds a validation may take before the upload is refused")
-    s.add_argument("--validation-memory-mb", type=int,
-                   help="address-space limit of the validation worker, MiB (none by default)")
-    s.add_argument("--max-queue-size", type=int, default=1024,
-                   help="requests waiting per loaded version before RESOURCE_EXHAUSTED")
-    s.add_argument("--validate-in-process", action="store_true",
-                   help="validate uploads in a thread instead of an isolated worker process")
-    s.add_argument("--port-file", help="write the bound ports here as JSON")
-    s.add_argument("--demo", action="store_true",
-                   help="upload a small demo model named 'demo' if the registry lacks one")
-    s.add_argument("--log-level", default="info")
+                       description="Run registry + inference on one gRPC port. Every flag can "
+                       "also be set in the environment as KERVE_<FLAG> (KERVE_MAX_BATCH_SIZE).")
+    add_settings_arguments(s)
     s.set_defaults(func=cmd_serve)
 
     u = client_command("upload", "upload a new version of a model")

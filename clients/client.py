@@ -12,11 +12,11 @@ from typing import Any, Callable, Iterator
 import grpc
 from google.protobuf.json_format import MessageToDict
 
+from kerve.clients import DEFAULT_SERVER
 from kerve.protos.kerve.registry.v1 import registry_pb2 as pb
 from kerve.protos.kerve.registry.v1 import registry_pb2_grpc
 
 CHUNK = 1 << 20
-DEFAULT_SERVER = "localhost:8500"
 Progress = Callable[[int], None]
 
 
@@ -198,7 +198,7 @@ class Client:
         import numpy as np
         from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
-        from kerve.server import codecs
+        from kerve.protos import codecs
 
         request = predict_pb2.PredictRequest()
         request.model_spec.name = name

@@ -1,20 +1,26 @@
 """The blob store: architecture and weights files, content-addressed by sha256.
 
 A blob appears only complete: it is written elsewhere first and renamed (or uploaded) into
-its final name. Chosen by URL: a local folder (``file:///path`` or a plain path); S3-compatible
-storage slots in behind the same interface.
+its final name. Chosen by URL: a local folder (``file:///path`` or a plain path), or
+S3-compatible storage (``s3://BUCKET/PREFIX``, kerve.registry.s3_blobs) with a local cache.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import tempfile
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
-from kerve.registry.errors import NotFoundError
+from kerve.registry.errors import NotFoundError, UnavailableError
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+class StoreUnavailableError(UnavailableError):
+    """The blob store cannot be used at all (unwritable folder, unreachable bucket, wrong
+    credentials); the message is one line that says which and what to check."""
 
 
 class BlobStore(Protocol):
@@ -30,6 +36,9 @@ class BlobStore(Protocol):
         """A local file with the blob's bytes (a remote store caches it)."""
 
     def delete(self, sha256: str) -> None: ...
+
+    def check(self) -> None:
+        """Raise StoreUnavailableError, with one line saying why, unless the store is usable."""
 
 
 def _check(sha256: str) -> str:
@@ -85,11 +94,32 @@ class LocalBlobStore:
     def delete(self, sha256: str) -> None:
         self._path(sha256).unlink(missing_ok=True)
 
+    def check(self) -> None:
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=self.root, prefix=".check-"):
+                pass
+        except OSError as e:
+            raise StoreUnavailableError(
+                f"blob folder {self.root} is not writable: {e.strerror or e}") from None
 
-def open_blob_store(url: str) -> BlobStore:
-    """A blob store from its URL: ``file:///dir`` or a path."""
+
+def open_blob_store(url: str, *, cache_dir: Path, s3_endpoint: str | None = None,
+                    s3_region: str | None = None) -> BlobStore:
+    """A blob store from its URL: ``file:///dir`` or a path (the other arguments are
+    ignored), or ``s3://BUCKET/PREFIX`` (cached under ``cache_dir``; ``s3_endpoint`` for
+    SeaweedFS, MinIO and the like; credentials from the standard AWS chain)."""
     if url.startswith("file://"):
         return LocalBlobStore(Path(url[len("file://"):]))
+    if url.startswith("s3://"):
+        from kerve.registry.s3_blobs import S3BlobStore
+
+        bucket, _, prefix = url[len("s3://"):].partition("/")
+        if not bucket:
+            raise ValueError(f"no bucket in blob store URL {url!r} (expected s3://BUCKET/PREFIX)")
+        return S3BlobStore(bucket, prefix, cache_dir=Path(cache_dir), endpoint_url=s3_endpoint,
+                           region=s3_region)
     if "://" in url:
-        raise ValueError(f"unsupported blob store URL {url!r} (supported: a folder, file://)")
+        raise ValueError(f"unsupported blob store URL {url!r} "
+                         "(supported: a folder, file://, s3://BUCKET/PREFIX)")
     return LocalBlobStore(Path(url))

@@ -1,7 +1,7 @@
 """Custom-layer plugins: Python modules an operator installs on the server.
 
-A plugin is imported by name (``--plugin MODULE``, ``KERVE_PLUGINS=a,b``, or the entry-point
-group ``kerve.plugins``). Importing it registers objects with
+A plugin is imported by name (the ``plugins`` setting: ``--plugin MODULE`` or
+``KERVE_PLUGINS=a,b``; or the entry-point group ``kerve.plugins``). Importing it registers objects with
 ``keras.saving.register_keras_serializable``; it may also expose a ``CUSTOM_OBJECTS`` dict.
 Together with Keras's built-ins these form the allow-list for uploads and loads.
 """
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import importlib
 import logging
-import os
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any
@@ -18,7 +17,6 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "kerve.plugins"
-ENV_VAR = "KERVE_PLUGINS"
 
 
 @dataclass
@@ -41,11 +39,9 @@ class Plugins:
         return self.custom_objects.get(name) or object_registration.GLOBAL_CUSTOM_OBJECTS.get(name)
 
 
-def plugin_names(cli: list[str] | None = None, env: dict[str, str] | None = None) -> list[str]:
-    """Plugin module names from the command line, then the environment, then entry points."""
-    env = os.environ if env is None else env
-    names = list(cli or [])
-    names += [n.strip() for n in env.get(ENV_VAR, "").split(",") if n.strip()]
+def plugin_names(configured: list[str]) -> list[str]:
+    """Plugin module names: the configured ones, then the installed entry points."""
+    names = list(configured)
     names += [ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)]
     seen: dict[str, None] = {}
     for name in names:

@@ -3,7 +3,7 @@
     kerve upload mlp m.keras --tag kerve.max_batch_size=64 --tag kerve.jit_compile=true
 
 Unknown ``kerve.*`` keys and bad values are refused at upload (INVALID_ARGUMENT); options a
-version does not set come from the server's settings.
+version does not set come from the server's settings, where every default lives.
 """
 
 from __future__ import annotations
@@ -17,13 +17,13 @@ TAG_PREFIX = "kerve."
 
 @dataclass(frozen=True)
 class ServingOptions:
-    max_batch_size: int = 128
+    max_batch_size: int
     """Most rows merged into one model call; 1 turns batching off for this model."""
 
-    batch_timeout_ms: float = 2.0
+    batch_timeout_ms: float
     """Longest a request waits for a fuller batch while another instance is busy."""
 
-    jit_compile: bool = False
+    jit_compile: bool
     """Compile the model with XLA; batches are then padded to powers of two so that each
     size compiles once, at load."""
 
@@ -53,6 +53,16 @@ def _parse(name: str, kind: type, text: str):
 
 
 def options_from_tags(tags: dict[str, str], defaults: ServingOptions) -> ServingOptions:
+    """``defaults`` (the server's settings) with what the version's tags set."""
+    return replace(defaults, **_tagged_options(tags))
+
+
+def check_serving_tags(tags: dict[str, str]) -> None:
+    """Refuse unknown ``kerve.*`` tags and bad values (at upload, before any byte)."""
+    _tagged_options(tags)
+
+
+def _tagged_options(tags: dict[str, str]) -> dict:
     known = {f.name: f.type for f in fields(ServingOptions)}
     kinds = {"int": int, "float": float, "bool": bool}
     changes = {}
@@ -65,4 +75,4 @@ def options_from_tags(tags: dict[str, str], defaults: ServingOptions) -> Serving
                 f"unknown serving tag {key!r}; known: "
                 f"{', '.join(TAG_PREFIX + k for k in known)}")
         changes[name] = _parse(name, kinds[known[name]], text)
-    return replace(defaults, **changes)
+    return changes

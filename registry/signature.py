@@ -24,6 +24,12 @@ class Signature:
     inputs: tuple[TensorSpec, ...] = field(default_factory=tuple)
     outputs: tuple[TensorSpec, ...] = field(default_factory=tuple)
 
+    @property
+    def batchable(self) -> bool:
+        """Whether requests may be merged along the first dimension: every input and output
+        has a free batch dimension (to concatenate inputs and split outputs)."""
+        return all(spec.batched for spec in self.inputs + self.outputs)
+
     def to_json(self) -> dict:
         return {"inputs": [asdict(t) | {"shape": list(t.shape)} for t in self.inputs],
                 "outputs": [asdict(t) | {"shape": list(t.shape)} for t in self.outputs]}

@@ -1,7 +1,7 @@
 """Validation of an upload before it becomes a version.
 
 ``validate_files`` is a pure function of files and settings, so it can run in a separate,
-resource-limited process (see kerve.registry.validator): it deserializes untrusted input.
+resource-limited process (see kerve.registry.validation_worker): it deserializes untrusted input.
 """
 
 from __future__ import annotations

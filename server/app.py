@@ -1,4 +1,8 @@
-"""The composition root: builds every part of a kerve server from Settings and runs it."""
+"""The composition root: builds every part of a kerve server from Settings and runs it.
+
+``build_server`` reads as the list of its steps: storage and validation (the registry), the
+serving side (manager, batchers, data plane), the gRPC server with its services, the ports.
+"""
 
 from __future__ import annotations
 
@@ -8,23 +12,23 @@ import logging
 import os
 import signal
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
-from typing import Coroutine
+from typing import Callable, Coroutine
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
-from kerve.registry.blobs import open_blob_store
-from kerve.registry.catalogue import Registry
-from kerve.registry.metadata import MetadataStore
+from kerve.registry.blobs import BlobStore, open_blob_store
+from kerve.registry.database import Database
 from kerve.registry.plugins import Plugins, load_plugins, plugin_names
+from kerve.registry.registry import Registry
 from kerve.registry.serving_options import ServingOptions
-from kerve.registry.validator import Validator
+from kerve.registry.validation_worker import ValidationWorker
 from kerve.server.batching import Batcher
-from kerve.server.core import InferenceCore
+from kerve.server.data_plane import DataPlane
 from kerve.server.interceptors import ErrorInterceptor, TokenInterceptor, load_tokens
 from kerve.server.loader import LoadedModel, load_version, pick_device
 from kerve.server.manager import ModelManager, Served
@@ -33,8 +37,7 @@ from kerve.server.settings import Settings
 
 log = logging.getLogger("kerve")
 
-HEALTH_SERVICES = ("", "kerve", "inference.GRPCInferenceService",
-                   "tensorflow.serving.PredictionService")
+OVERALL = ""  # grpc.health.v1's name for the server as a whole
 
 
 @dataclass
@@ -48,17 +51,22 @@ class Server:
     manager: ModelManager
     registry: Registry
     health: health_aio.HealthServicer
-    validator: Validator
-    metadata: MetadataStore
+    services: list[str]
+    """The full names of the gRPC services registered, health and reflection included."""
+    closers: list[Callable[[], None]] = field(default_factory=list)
+    """What ``stop`` shuts down after the manager, in order."""
+
+    async def set_health(self, status: int) -> None:
+        for service in [OVERALL, *self.services]:
+            await self.health.set(service, status)
 
     async def stop(self, grace: float = 10.0) -> None:
-        """Drain: report NOT_SERVING, finish in-flight requests, then stop."""
-        for service in HEALTH_SERVICES:
-            await self.health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
+        """Drain: report NOT_SERVING, finish in-flight requests, then stop everything."""
+        await self.set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.grpc_server.stop(grace)
         await self.manager.stop()
-        self.validator.close()
-        self.metadata.close()
+        for close in self.closers:
+            close()
 
 
 def _version() -> str:
@@ -71,69 +79,92 @@ def _version() -> str:
 
 
 async def build_server(settings: Settings) -> Server:
-    import tensorflow as tf
-    from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
-
-    from kerve.protos.inference import grpc_service_pb2, grpc_service_pb2_grpc
-    from kerve.protos.kerve.registry.v1 import registry_pb2, registry_pb2_grpc
-    from kerve.server.kserve_servicer import KServeServicer
-    from kerve.server.registry_servicer import RegistryServicer
-    from kerve.server.tfserving_servicer import (build_model_servicer,
-                                                 build_prediction_servicer)
-
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    plugins: Plugins = load_plugins(plugin_names(settings.plugins))
+    plugins = load_plugins(plugin_names(settings.plugins))
     metrics = Metrics()
+    closers: list[Callable[[], None]] = []
+    blobs = open_blob_store(settings.blobs_url(), cache_dir=settings.blob_cache_dir,
+                            s3_endpoint=settings.s3_endpoint, s3_region=settings.s3_region)
+    registry = _open_registry(settings, plugins, blobs, closers)
+    manager, data_plane = _build_serving(settings, plugins, blobs, registry, metrics, closers)
+    server = _grpc_server(settings)
+    health = health_aio.HealthServicer()
+    services = _add_services(server, registry, data_plane, metrics, health)
+    port = _bind(server, settings)
+    metrics_port = _start_metrics(settings, metrics, closers)
+    built = Server(settings, server, port, metrics_port, manager, registry, health, services,
+                   closers)
+    await built.set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+    await server.start()
+    await manager.start()
+    return built
+
+
+def _open_registry(settings: Settings, plugins: Plugins, blobs: BlobStore,
+                   closers: list) -> Registry:
+    """The registry database, the blob store and the validation worker behind uploads."""
+    database = Database(settings.database_url())
+    validation = ValidationWorker(plugins, allow_unsafe_lambda=settings.allow_unsafe_lambda,
+                                  isolated=not settings.validate_in_process,
+                                  timeout_s=settings.validation_timeout,
+                                  memory_limit_bytes=settings.validation_memory_limit_bytes)
+    validation.start()
+    closers += [validation.close, database.close]
+    return Registry(database, blobs, validation, settings.data_dir / "tmp",
+                    max_upload_bytes=settings.max_upload_bytes)
+
+
+def _build_serving(settings: Settings, plugins: Plugins, blobs: BlobStore, registry: Registry,
+                   metrics: Metrics, closers: list) -> tuple[ModelManager, DataPlane]:
+    """What loads versions and runs requests: the manager, a batcher per loaded version,
+    and the data plane both inference protocols call."""
+    import tensorflow as tf
+
     device = pick_device(settings.device)
     gpus = [f"GPU:{i}" for i in range(len(tf.config.list_physical_devices("GPU")))]
     if gpus:
         metrics.track_gpu_memory(gpus)
-
-    metadata = MetadataStore(settings.database_url())
-    blobs = open_blob_store(settings.blobs_url())
-    validator = Validator(plugins, allow_unsafe_lambda=settings.allow_unsafe_lambda,
-                          isolated=settings.validation_isolated,
-                          timeout_s=settings.validation_timeout_s,
-                          memory_limit_bytes=settings.validation_memory_limit_bytes)
-    validator.start()
-    registry = Registry(metadata, blobs, validator, settings.data_dir / "tmp",
-                        max_upload_bytes=settings.max_upload_bytes)
-
     predict_pool = ThreadPoolExecutor(max(2, settings.model_instances * 2),
                                       thread_name_prefix="kerve-predict")
-
-    def make_runner(loaded: LoadedModel) -> Batcher:
-        name = loaded.info.name
-
-        def observe(rows: int, queued_s: float) -> None:
-            metrics.batch_size.labels(name).observe(rows)
-            metrics.queue_duration.labels(name).observe(queued_s)
-
-        options = loaded.options
-        return Batcher(loaded.predict_fn, predict_pool, batchable=loaded.batchable,
-                       max_batch_size=options.max_batch_size,
-                       timeout_s=options.batch_timeout_ms / 1000.0,
-                       max_queue=settings.max_queue_size, instances=settings.model_instances,
-                       pad_to=options.batch_sizes() if options.jit_compile and loaded.batchable
-                       else (),
-                       observe=observe)
-
-    def on_loaded(served: Served) -> None:
-        metrics.model_load_seconds.labels(served.name).observe(served.loaded.load_seconds)
-
+    closers.insert(0, partial(predict_pool.shutdown, wait=False, cancel_futures=True))
     defaults = ServingOptions(max_batch_size=settings.max_batch_size,
                               batch_timeout_ms=settings.batch_timeout_ms,
                               jit_compile=settings.jit_compile)
     load = partial(load_version, blobs=blobs, plugins=plugins,
                    allow_unsafe_lambda=settings.allow_unsafe_lambda, device=device,
                    defaults=defaults)
-    manager = ModelManager(registry, load, make_runner, poll_interval_s=settings.poll_interval_s,
-                           idle_unload_s=settings.idle_unload_s,
-                           memory_budget_bytes=settings.memory_budget_bytes, on_loaded=on_loaded)
-    metrics.models_loaded.set_function(manager.loaded_count)
-    core = InferenceCore(manager, metrics)
 
-    interceptors = [ErrorInterceptor()]
+    def on_loaded(served: Served) -> None:
+        metrics.model_load_seconds.labels(served.name).observe(served.loaded.load_seconds)
+
+    manager = ModelManager(registry, load, partial(_batcher, settings, predict_pool, metrics),
+                           poll_interval_s=settings.poll_interval,
+                           idle_unload_s=settings.idle_unload,
+                           memory_budget_bytes=settings.memory_budget_bytes,
+                           on_loaded=on_loaded)
+    metrics.models_loaded.set_function(manager.loaded_count)
+    return manager, DataPlane(manager, metrics)
+
+
+def _batcher(settings: Settings, pool: ThreadPoolExecutor, metrics: Metrics,
+             loaded: LoadedModel) -> Batcher:
+    name, options = loaded.info.name, loaded.options
+    batchable = loaded.signature.batchable
+
+    def observe(rows: int, queued_s: float) -> None:
+        metrics.batch_size.labels(name).observe(rows)
+        metrics.queue_duration.labels(name).observe(queued_s)
+
+    return Batcher(loaded.predict_fn, pool, batchable=batchable,
+                   max_batch_size=options.max_batch_size,
+                   timeout_s=options.batch_timeout_ms / 1000.0,
+                   max_queue=settings.max_queue_size, instances=settings.model_instances,
+                   pad_to=options.batch_sizes() if options.jit_compile and batchable else (),
+                   observe=observe)
+
+
+def _grpc_server(settings: Settings) -> grpc.aio.Server:
+    interceptors: list[grpc.aio.ServerInterceptor] = [ErrorInterceptor()]
     if settings.tokens_file:
         interceptors.insert(0, TokenInterceptor(load_tokens(settings.tokens_file)))
     else:
@@ -141,62 +172,80 @@ async def build_server(settings: Settings) -> Server:
     options = [("grpc.max_receive_message_length", settings.max_message_bytes),
                ("grpc.max_send_message_length", settings.max_message_bytes),
                ("grpc.so_reuseport", 0)]
-    server = grpc.aio.server(interceptors=interceptors, options=options)
+    return grpc.aio.server(interceptors=interceptors, options=options)
+
+
+def _add_services(server: grpc.aio.Server, registry: Registry, data_plane: DataPlane,
+                  metrics: Metrics, health: health_aio.HealthServicer) -> list[str]:
+    """Register every service; returns their names, which reflection and health then list."""
+    from tensorflow_serving.apis import (
+        model_service_pb2_grpc,
+        prediction_service_pb2_grpc,
+    )
+
+    from kerve.protos.inference import grpc_service_pb2_grpc
+    from kerve.protos.kerve.registry.v1 import registry_pb2_grpc
+    from kerve.server.kserve_servicer import KServeServicer
+    from kerve.server.registry_servicer import RegistryServicer
+    from kerve.server.tfserving_servicer import ModelServicer, PredictionServicer
+
     services = GenericHandlersOnly(server)
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-        build_prediction_servicer(core), services)
-    model_service_pb2_grpc.add_ModelServiceServicer_to_server(build_model_servicer(core),
+        PredictionServicer(data_plane), services)
+    model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(data_plane),
                                                              services)
     grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
-        KServeServicer(core, _version()), services)
+        KServeServicer(data_plane, _version()), services)
     registry_pb2_grpc.add_RegistryServiceServicer_to_server(
-        RegistryServicer(registry, manager, metrics), services)
-    health = health_aio.HealthServicer()
+        RegistryServicer(registry, metrics, data_plane.version_status), services)
     health_pb2_grpc.add_HealthServicer_to_server(health, services)
     reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
-        reflection.aio.ReflectionServicer([
-            registry_pb2.DESCRIPTOR.services_by_name["RegistryService"].full_name,
-            grpc_service_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name,
-            "tensorflow.serving.PredictionService", "tensorflow.serving.ModelService",
-            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-            reflection.SERVICE_NAME]), services)
-    for service in HEALTH_SERVICES:
-        await health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
+        reflection.aio.ReflectionServicer([*services.names, reflection.SERVICE_NAME]), services)
+    return list(services.names)
 
-    port = server.add_insecure_port(f"{settings.host}:{settings.port}") \
-        if not settings.tls_cert else _add_tls_port(server, settings)
+
+def _bind(server: grpc.aio.Server, settings: Settings) -> int:
+    address = f"{settings.host}:{settings.port}"
+    if settings.tls_cert:
+        port = server.add_secure_port(address, _tls_credentials(settings))
+    else:
+        port = server.add_insecure_port(address)
     if port == 0:
-        raise OSError(f"could not bind {settings.host}:{settings.port}")
-    metrics_port = None
-    if settings.metrics_port >= 0:
-        from prometheus_client import start_http_server
-
-        httpd, _ = start_http_server(settings.metrics_port, addr=settings.host,
-                                     registry=metrics.registry)
-        metrics_port = httpd.server_port
-    await server.start()
-    await manager.start()
-    return Server(settings, server, port, metrics_port, manager, registry, health, validator,
-                  metadata)
+        raise OSError(f"could not bind {address}")
+    return port
 
 
-def _add_tls_port(server: grpc.aio.Server, settings: Settings) -> int:
+def _tls_credentials(settings: Settings) -> grpc.ServerCredentials:
     def read(path):
         with open(path, "rb") as f:
             return f.read()
 
     client_ca = read(settings.tls_client_ca) if settings.tls_client_ca else None
-    credentials = grpc.ssl_server_credentials(
+    return grpc.ssl_server_credentials(
         [(read(settings.tls_key), read(settings.tls_cert))], root_certificates=client_ca,
         require_client_auth=client_ca is not None)
-    return server.add_secure_port(f"{settings.host}:{settings.port}", credentials)
+
+
+def _start_metrics(settings: Settings, metrics: Metrics, closers: list) -> int | None:
+    if settings.metrics_port < 0:
+        return None
+    from prometheus_client import start_http_server
+
+    httpd, thread = start_http_server(settings.metrics_port, addr=settings.host,
+                                      registry=metrics.registry)
+
+    def close() -> None:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(5)
+    closers.insert(0, close)
+    return httpd.server_port
 
 
 async def _mark_serving_when_ready(server: Server) -> None:
     while not server.manager.ready():
         await asyncio.sleep(0.05)
-    for service in HEALTH_SERVICES:
-        await server.health.set(service, health_pb2.HealthCheckResponse.SERVING)
+    await server.set_health(health_pb2.HealthCheckResponse.SERVING)
     log.info("kerve is serving on port %d", server.port)
 
 
@@ -240,7 +289,7 @@ def run_event_loop(main: Coroutine, event_loop: str = "auto") -> None:
 
 class GenericHandlersOnly:
     """Stands in for the server when a generated ``add_*Servicer_to_server`` registers a
-    service: its methods go in as generic handlers only.
+    service: its methods go in as generic handlers only, and the service's name is noted.
 
     Code generated by grpcio-tools 1.6x and later also pre-registers every method. grpc.aio
     then keeps one pending request per registered method and, for every call that arrives,
@@ -252,15 +301,20 @@ class GenericHandlersOnly:
 
     def __init__(self, server: grpc.aio.Server) -> None:
         self._server = server
+        self.names: list[str] = []
 
     def add_generic_rpc_handlers(self, handlers) -> None:
+        for handler in handlers:
+            name = handler.service_name() if hasattr(handler, "service_name") else None
+            if name and name not in self.names:
+                self.names.append(name)
         self._server.add_generic_rpc_handlers(handlers)
 
     def add_registered_method_handlers(self, service_name: str, handlers) -> None:
         pass  # the same handlers came through add_generic_rpc_handlers
 
 
-async def serve(settings: Settings, demo: bool = False) -> None:
+async def serve(settings: Settings) -> None:
     """Run until SIGINT/SIGTERM, then drain."""
     server = await build_server(settings)
     log.info("event loop: %s", type(asyncio.get_running_loop()).__module__.split(".")[0])
@@ -272,7 +326,7 @@ async def serve(settings: Settings, demo: bool = False) -> None:
         with open(tmp, "w") as f:
             json.dump({"port": server.port, "metrics_port": server.metrics_port}, f)
         os.replace(tmp, settings.port_file)
-    if demo:
+    if settings.demo:
         if settings.tokens_file or settings.tls_cert:
             log.warning("--demo is skipped on a server with tokens or TLS")
         else:

@@ -11,6 +11,11 @@ the model is busy. With several instances
 a free instance waits at most batch_timeout for a batch to fill. The queue is bounded; a
 request whose deadline passed is dropped before it runs; a failing batch fails every
 request in it with the reason.
+
+Only requests whose arrays agree in every dimension but the first are merged: a model with a
+free non-batch dimension (token sequences of any length) gets a batch per shape, and each
+request answers exactly what it would alone. A request of another shape waits for the next
+call, in arrival order among its own shape.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from typing import Callable
 
 import numpy as np
 
-from kerve.registry.errors import DeadlineExceededError, KerveError, ResourceExhaustedError
+from kerve.registry.errors import DeadlineExceededError, ResourceExhaustedError
 
 PredictFn = Callable[[list[np.ndarray]], list[np.ndarray]]
 Observer = Callable[[int, float], None]  # (batch rows, seconds the oldest request queued)
@@ -37,6 +42,11 @@ class _Pending:
     deadline: float | None
     future: asyncio.Future
     enqueued: float = field(default_factory=time.perf_counter)
+
+    @property
+    def shape_key(self) -> tuple:
+        """What must agree for two requests to share a model call."""
+        return tuple(a.shape[1:] for a in self.arrays)
 
 
 class Batcher:
@@ -63,6 +73,7 @@ class Batcher:
         self._queue: deque[_Pending] = deque()
         self._in_flight = 0
         self._timer: asyncio.TimerHandle | None = None
+        self._running: set[asyncio.Task] = set()  # the loop keeps only weak references
 
     @property
     def queued(self) -> int:
@@ -93,7 +104,9 @@ class Batcher:
                 self._run_inline(batch[0])
                 continue
             self._in_flight += 1
-            asyncio.get_running_loop().create_task(self._execute(batch))
+            task = asyncio.get_running_loop().create_task(self._execute(batch))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
 
     def _queued_rows(self) -> int:
         return sum(p.rows for p in self._queue)
@@ -109,26 +122,40 @@ class Batcher:
             self._timer = asyncio.get_running_loop().call_later(max(self._wait_left(), 0), fire)
 
     def _take_batch(self) -> list[_Pending]:
-        batch: list[_Pending] = []
-        rows = 0
+        """The oldest live request, and when merging, the next ones of its shape that fit."""
         now = time.monotonic()
-        while self._queue:
-            head = self._queue[0]
-            if head.future.done():  # cancelled by the client
-                self._queue.popleft()
+        while self._queue and not self._live(self._queue[0], now):
+            self._queue.popleft()
+        if not self._queue:
+            return []
+        head = self._queue.popleft()
+        batch, rows = [head], head.rows
+        if not self._merge:
+            return batch
+        key, others = head.shape_key, deque()
+        while self._queue and rows < self._max_rows:
+            p = self._queue.popleft()
+            if not self._live(p, now):
                 continue
-            if head.deadline is not None and head.deadline <= now:
-                self._queue.popleft()
-                head.future.set_exception(DeadlineExceededError(
-                    "deadline passed while the request was queued"))
+            if p.shape_key != key or rows + p.rows > self._max_rows:
+                others.append(p)
                 continue
-            if batch and (not self._merge or rows + head.rows > self._max_rows):
-                break
-            batch.append(self._queue.popleft())
-            rows += head.rows
-            if not self._merge:
-                break
+            batch.append(p)
+            rows += p.rows
+        others.extend(self._queue)
+        self._queue = others
         return batch
+
+    @staticmethod
+    def _live(p: _Pending, now: float) -> bool:
+        """False for a request cancelled by its client or past its deadline (failed here)."""
+        if p.future.done():
+            return False
+        if p.deadline is not None and p.deadline <= now:
+            p.future.set_exception(DeadlineExceededError(
+                "deadline passed while the request was queued"))
+            return False
+        return True
 
     def _idle(self) -> bool:
         """Whether a lone request may run inline: nothing in flight, the model is cheap,
@@ -143,10 +170,10 @@ class Batcher:
         return not (self._last_requests > 1 and since < self._busy_window_s)
 
     def _run_inline(self, pending: _Pending) -> None:
-        if self._observe is not None:
-            self._observe(pending.rows, time.perf_counter() - pending.enqueued)
         started = time.perf_counter()
         try:
+            if self._observe is not None:
+                self._observe(pending.rows, started - pending.enqueued)
             _resolve(pending.future, self._predict(pending.arrays))
         except Exception as exc:  # noqa: BLE001 - the request fails, the server goes on
             _fail(pending.future, exc)
@@ -175,9 +202,6 @@ class Batcher:
             for p in batch:
                 _resolve(p.future, [o[start:start + p.rows] for o in outputs])
                 start += p.rows
-        except KerveError as exc:
-            for p in batch:
-                _fail(p.future, exc)
         except Exception as exc:  # noqa: BLE001 - the batch fails, the server goes on
             for p in batch:
                 _fail(p.future, exc)

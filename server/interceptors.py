@@ -11,8 +11,12 @@ from typing import Awaitable, Callable
 
 import grpc
 
-from kerve.registry.errors import (InvalidArgumentError, KerveError, PermissionDeniedError,
-                                   UnauthenticatedError)
+from kerve.registry.errors import (
+    InvalidArgumentError,
+    KerveError,
+    PermissionDeniedError,
+    UnauthenticatedError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -20,7 +24,12 @@ SCOPES = ("read", "write", "admin")
 # Methods that need more than read; health and reflection need nothing.
 _WRITE = {"UploadModel", "SetAlias", "DeleteAlias"}
 _ADMIN = {"DeleteModelVersion", "RepositoryModelLoad", "RepositoryModelUnload"}
-_OPEN_SERVICES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+# Health, reflection and the v2 protocol's probes answer without a token: Kubernetes probes
+# carry none.
+_OPEN = ("/grpc.health.v1.Health/", "/grpc.reflection.",
+         "/inference.GRPCInferenceService/ServerLive",
+         "/inference.GRPCInferenceService/ServerReady",
+         "/inference.GRPCInferenceService/ModelReady")
 
 
 async def _abort_for(exc: BaseException, context, method: str) -> None:
@@ -128,7 +137,7 @@ def _wrap(handler, method: str):
 
 
 def required_scope(method: str) -> str | None:
-    if method.startswith(_OPEN_SERVICES):
+    if method.startswith(_OPEN):
         return None
     name = method.rsplit("/", 1)[-1]
     if name in _ADMIN:
@@ -146,8 +155,9 @@ class TokenInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(self, continuation, details: grpc.HandlerCallDetails):
         needed = required_scope(details.method)
-        if needed is None:
-            return await continuation(details)
+        handler = await continuation(details)
+        if needed is None or handler is None:  # open, or no such method: UNIMPLEMENTED
+            return handler
         header = dict(details.invocation_metadata or ()).get("authorization", "")
         token = header[7:].strip() if header.lower().startswith("bearer ") else ""
         scope = self._tokens.get(token) if token else None
@@ -155,8 +165,8 @@ class TokenInterceptor(grpc.aio.ServerInterceptor):
             error = (UnauthenticatedError("missing or unknown bearer token") if scope is None
                      else PermissionDeniedError(f"token scope {scope!r} cannot call this "
                                                 f"method (needs {needed!r})"))
-            return _refusal(await continuation(details), error)
-        return await continuation(details)
+            return _refusal(handler, error)
+        return handler
 
 
 def _refusal(handler, error: KerveError):

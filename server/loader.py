@@ -11,7 +11,7 @@ from typing import Callable
 import numpy as np
 
 from kerve.registry.blobs import BlobStore
-from kerve.registry.metadata import VersionInfo
+from kerve.registry.database import VersionInfo
 from kerve.registry.plugins import Plugins
 from kerve.registry.serving_options import ServingOptions, options_from_tags
 from kerve.registry.signature import Signature
@@ -35,10 +35,6 @@ class LoadedModel:
     def signature(self) -> Signature:
         return self.info.signature
 
-    @property
-    def batchable(self) -> bool:
-        """Whether requests may be merged: every input and output has a free batch dimension."""
-        return all(spec.batched for spec in self.signature.inputs + self.signature.outputs)
 
 
 def pick_device(requested: str | None) -> str:
@@ -86,8 +82,7 @@ def load_version(info: VersionInfo, blobs: BlobStore, plugins: Plugins, *,
             with tf.device(device):
                 return [t.numpy() for t in call_flat([tf.constant(a) for a in arrays])]
 
-        batchable = all(spec.batched for spec in signature.inputs)
-        warmup = options.batch_sizes() if options.jit_compile and batchable else (1,)
+        warmup = options.batch_sizes() if options.jit_compile and signature.batchable else (1,)
         for batch in warmup:
             predict([np.zeros(_example_shape(s.shape, batch), s.dtype) for s in signature.inputs])
     seconds = time.perf_counter() - started

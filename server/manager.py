@@ -11,7 +11,6 @@ keep serving.
 from __future__ import annotations
 
 import asyncio
-import enum
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -19,21 +18,19 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import AsyncIterator, Callable
 
-from kerve.registry.catalogue import Registry
-from kerve.registry.errors import (FailedPreconditionError, KerveError, NotFoundError,
-                                   UnavailableError)
-from kerve.registry.metadata import ModelInfo, VersionInfo
+from kerve.registry.database import ModelInfo, VersionInfo
+from kerve.registry.errors import (
+    FailedPreconditionError,
+    KerveError,
+    NotFoundError,
+    UnavailableError,
+)
 from kerve.registry.names import VersionRef
+from kerve.registry.registry import Registry
 from kerve.server.loader import LoadedModel
+from kerve.server.states import VersionState as State
 
 log = logging.getLogger(__name__)
-
-
-class State(enum.Enum):
-    LOADING = "LOADING"
-    READY = "READY"
-    FAILED = "FAILED"
-    UNLOADING = "UNLOADING"
 
 
 @dataclass
@@ -71,7 +68,7 @@ class ModelManager:
         self._on_loaded = on_loaded
         self._pool = ThreadPoolExecutor(load_workers, thread_name_prefix="kerve-load")
         self._served: dict[tuple[str, int], Served] = {}
-        self._catalogue: dict[str, ModelInfo] = {}
+        self._models: dict[str, ModelInfo] = {}
         self._defaults: dict[str, int] = {}  # the version default requests go to now
         self._unloaded: set[str] = set()  # RepositoryModelUnload'ed, until loaded again
         self._tasks: set[asyncio.Task] = set()
@@ -115,14 +112,14 @@ class ModelManager:
         """Re-read the registry; load new default versions; unload what is gone."""
         async with self._sync_lock:
             models = {m.name: m for m in await self._registry.list_models()}
-            self._catalogue = models
+            self._models = models
             for name, info in models.items():
                 if name in self._unloaded:
                     continue
                 want = info.default_version
                 served = self._served.get((name, want))
                 if served is None or served.state is State.UNLOADING:
-                    self._start_load(name, want)
+                    self._start_load(name, want, info.weights_bytes.get(want, 0))
                 elif served.state is State.READY:
                     self._promote(name, want)
             for key, served in list(self._served.items()):
@@ -131,17 +128,25 @@ class ModelManager:
                 if info is None or version not in info.versions:
                     self._begin_unload(served)
 
-    def _start_load(self, name: str, version: int) -> Served:
-        served = Served(name, version)
+    def _start_load(self, name: str, version: int, weights_bytes: int) -> Served:
+        # The size is counted from the start, before any await, so that room made for
+        # another version meanwhile counts this one too.
+        served = Served(name, version, weights_bytes=weights_bytes)
         self._served[(name, version)] = served
+        self._make_room(served)
         self._spawn(self._load_one(served))
         return served
+
+    async def _weights_bytes(self, name: str, version: int) -> int:
+        """A version's weights size: from the cached listing, else from the registry."""
+        known = self._models.get(name)
+        if known is not None and version in known.weights_bytes:
+            return known.weights_bytes[version]
+        return (await self._registry.resolve(VersionRef(name, version))).weights.size
 
     async def _load_one(self, served: Served) -> None:
         try:
             info = await self._registry.resolve(VersionRef(served.name, served.version))
-            served.weights_bytes = info.weights.size
-            self._make_room(served)
             loaded = await asyncio.get_running_loop().run_in_executor(self._pool, self._load, info)
             if served.state is State.UNLOADING:  # unloaded or deleted while it loaded
                 return
@@ -161,7 +166,7 @@ class ModelManager:
             return
         finally:
             served.settled.set()
-        info = self._catalogue.get(served.name)
+        info = self._models.get(served.name)
         if info is not None and info.default_version == served.version:
             self._promote(served.name, served.version)
 
@@ -220,8 +225,8 @@ class ModelManager:
     # --- requests -------------------------------------------------------------------
 
     async def resolve(self, ref: VersionRef) -> int:
-        """The version number a reference means, from the cached catalogue when possible."""
-        info = self._catalogue.get(ref.name)
+        """The version number a reference means, from the cached listing when possible."""
+        info = self._models.get(ref.name)
         if ref.version is not None and info is not None and ref.version in info.versions:
             return ref.version
         if ref.alias is not None and info is not None and ref.alias in info.aliases:
@@ -243,7 +248,10 @@ class ModelManager:
         version = await self.resolve(ref)
         served = self._served.get((ref.name, version))
         if served is None or served.state is State.UNLOADING:
-            self._start_load(ref.name, version)
+            size = await self._weights_bytes(ref.name, version)
+            served = self._served.get((ref.name, version))  # another request may have won
+            if served is None or served.state is State.UNLOADING:
+                self._start_load(ref.name, version, size)
             raise UnavailableError(f"model {ref.name} version {version} is loading; retry shortly")
         if served.state is State.LOADING:
             raise UnavailableError(f"model {ref.name} version {version} is loading; retry shortly")
@@ -267,19 +275,21 @@ class ModelManager:
         RepositoryModelLoad); FAILED_PRECONDITION with the reason if it fails to load."""
         self._unloaded.discard(name)
         await self.sync()
-        info = self._catalogue.get(name)
+        info = self._models.get(name)
         if info is None:
             raise NotFoundError(f"model {name!r} not found")
-        served = self._served.get((name, info.default_version))
+        version = info.default_version
+        served = self._served.get((name, version))
         if served is None or served.state in (State.FAILED, State.UNLOADING):
-            served = self._start_load(name, info.default_version)  # a FAILED one is retried
+            # a FAILED one is retried
+            served = self._start_load(name, version, info.weights_bytes.get(version, 0))
         await served.settled.wait()
         if served.state is State.FAILED:
             raise FailedPreconditionError(
                 f"model {name} version {served.version} failed to load: {served.reason}")
 
     async def unload_model(self, name: str) -> None:
-        if name not in self._catalogue:
+        if name not in self._models:
             raise NotFoundError(f"model {name!r} not found")
         self._unloaded.add(name)
         for served in [s for s in self._served.values() if s.name == name]:
@@ -289,10 +299,11 @@ class ModelManager:
         return self._served.get((name, version))
 
     def knows(self, name: str) -> bool:
-        return name in self._catalogue
+        return name in self._models
 
-    def catalogue(self) -> dict[str, ModelInfo]:
-        return dict(self._catalogue)
+    def models(self) -> dict[str, ModelInfo]:
+        """Every stored model, as of the last registry read."""
+        return dict(self._models)
 
     def loaded_count(self) -> int:
         return sum(1 for s in self._served.values() if s.state is State.READY)
@@ -301,14 +312,10 @@ class ModelManager:
         """Whether every model's default version has settled (READY or FAILED)."""
         if not self._initial_sync_done.is_set():
             return False
-        for name, info in self._catalogue.items():
+        for name, info in self._models.items():
             if name in self._unloaded:
                 continue
             served = self._served.get((name, info.default_version))
             if name not in self._defaults and (served is None or served.state is State.LOADING):
                 return False
         return True
-
-    def model_ready(self, name: str, version: int) -> bool:
-        served = self._served.get((name, version))
-        return served is not None and served.state is State.READY

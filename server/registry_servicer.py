@@ -1,20 +1,29 @@
-"""kerve.registry.v1.RegistryService: a thin layer over kerve.registry.catalogue.Registry."""
+"""kerve.registry.v1.RegistryService: converts messages to and from the registry
+(kerve.registry.registry.Registry), which does the work."""
 
 from __future__ import annotations
 
 import asyncio
+from typing import Callable
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from kerve.protos.kerve.registry.v1 import registry_pb2 as pb
 from kerve.protos.kerve.registry.v1 import registry_pb2_grpc
-from kerve.registry.catalogue import (ARCHITECTURE, KERAS_ARCHIVE, WEIGHTS, DeclaredPart,
-                                      Registry, check_upload_header)
+from kerve.registry.database import ModelInfo, VersionInfo
 from kerve.registry.errors import InvalidArgumentError, KerveError
-from kerve.registry.metadata import ModelInfo, VersionInfo
 from kerve.registry.names import VersionRef
-from kerve.server.manager import ModelManager
+from kerve.registry.registry import Registry
+from kerve.registry.uploads import (
+    ARCHITECTURE,
+    KERAS_ARCHIVE,
+    WEIGHTS,
+    Chunk,
+    DeclaredPart,
+    UploadHeader,
+)
 from kerve.server.metrics import Metrics
+from kerve.server.states import VersionState, VersionStatus, state_words
 
 KIND_NAMES = {pb.ARCHITECTURE: ARCHITECTURE, pb.WEIGHTS: WEIGHTS, pb.KERAS_ARCHIVE: KERAS_ARCHIVE}
 DOWNLOAD_CHUNK = 1 << 20
@@ -31,15 +40,22 @@ def model_proto(info: ModelInfo) -> pb.Model:
                     default_version=info.default_version)
 
 
-def version_proto(info: VersionInfo, manager: ModelManager | None = None) -> pb.ModelVersion:
+StatusOf = Callable[[str, int], VersionStatus]
+"""A version's state in this server (a registry-only server has none loaded: STORED)."""
+
+
+def stored(name: str, version: int) -> VersionStatus:
+    return VersionStatus(name, version, VersionState.STORED)
+
+
+def version_proto(info: VersionInfo, status_of: StatusOf) -> pb.ModelVersion:
     created = Timestamp()
     created.FromDatetime(info.created)
-    served = manager.status(info.name, info.version) if manager else None
+    status = status_of(info.name, info.version)
     sig = info.signature
     return pb.ModelVersion(
         name=info.name, version=info.version,
-        status=served.state.value if served else "AVAILABLE",
-        status_message=served.reason if served else "",
+        status=state_words(status.state).kerve, status_message=status.reason,
         created=created,
         architecture=pb.Blob(sha256=info.architecture.sha256, size=info.architecture.size),
         weights=pb.Blob(sha256=info.weights.sha256, size=info.weights.size),
@@ -54,11 +70,19 @@ def version_proto(info: VersionInfo, manager: ModelManager | None = None) -> pb.
         aliases=info.aliases)
 
 
+async def _chunks(request_iterator):
+    async for message in request_iterator:
+        if not message.HasField("chunk"):
+            raise InvalidArgumentError("only chunks may follow the header")
+        yield Chunk(_kind(message.chunk.kind), message.chunk.data)
+
+
 class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
-    def __init__(self, registry: Registry, manager: ModelManager, metrics: Metrics) -> None:
+    def __init__(self, registry: Registry, metrics: Metrics,
+                 status_of: StatusOf = stored) -> None:
         self.registry = registry
-        self.manager = manager
         self.metrics = metrics
+        self.status_of = status_of
 
     async def UploadModel(self, request_iterator, context):
         code = "OK"
@@ -77,25 +101,13 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         first = await anext(aiter(request_iterator), None)
         if first is None or not first.HasField("header"):
             raise InvalidArgumentError("an upload starts with an UploadHeader message")
-        header = first.header
-        check_upload_header(header.name, list(header.aliases), header.description,
-                            dict(header.tags))
-        parts = [DeclaredPart(_kind(p.kind), p.size, p.sha256) for p in header.parts]
+        h = first.header
+        parts = [DeclaredPart(_kind(p.kind), p.size, p.sha256) for p in h.parts]
         if len({p.kind for p in parts}) != len(parts):
             raise InvalidArgumentError("each part kind may be declared once")
-        staged = self.registry.stage(parts)
-        try:
-            async for message in request_iterator:
-                if not message.HasField("chunk"):
-                    raise InvalidArgumentError("only chunks may follow the header")
-                staged.write(_kind(message.chunk.kind), message.chunk.data)
-        except BaseException:
-            staged.discard()
-            raise
-        info = await self.registry.commit(
-            staged, header.name, aliases=list(header.aliases),
-            description=header.description, tags=dict(header.tags))
-        return pb.UploadModelResponse(version=version_proto(info, self.manager))
+        header = UploadHeader(h.name, parts, list(h.aliases), h.description, dict(h.tags))
+        info = await self.registry.upload(header, _chunks(request_iterator))
+        return pb.UploadModelResponse(version=version_proto(info, self.status_of))
 
     async def ListModels(self, request, context):
         models = await self.registry.list_models()
@@ -104,7 +116,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
     async def GetModel(self, request, context):
         info, versions = await self.registry.get_model(request.name)
         return pb.GetModelResponse(model=model_proto(info),
-                                   versions=[version_proto(v, self.manager) for v in versions])
+                                   versions=[version_proto(v, self.status_of) for v in versions])
 
     async def SetAlias(self, request, context):
         if request.version <= 0:
@@ -123,7 +135,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
     async def DownloadModelVersion(self, request, context):
         ref = VersionRef.of(request.name, request.version or None, request.alias or None)
         info = await self.registry.resolve(ref)
-        yield pb.DownloadModelVersionResponse(header=version_proto(info, self.manager))
+        yield pb.DownloadModelVersionResponse(header=version_proto(info, self.status_of))
         for kind, blob in ((pb.ARCHITECTURE, info.architecture), (pb.WEIGHTS, info.weights)):
             f = await asyncio.to_thread(self.registry.open_blob, blob.sha256)
             try:

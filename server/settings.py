@@ -1,106 +1,183 @@
-"""Server settings: one dataclass, a docstring per field. Built by the CLI from flags and
-environment variables; nothing else reads the environment."""
+"""Server settings: the one place every setting and its default is written.
+
+Each field has a docstring, which is its help text. ``kerve serve`` derives one flag per field
+from this class (``--max-batch-size`` for ``max_batch_size``), and every field can also be set
+through the environment as ``KERVE_<FIELD>`` (``KERVE_MAX_BATCH_SIZE=64``), which is how a
+container is configured. A flag beats the environment, which beats the default. Nothing else
+in kerve reads the environment for a setting.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated, Any, Literal
 
-MiB = 1 << 20
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+ENV_PREFIX = "KERVE_"
 
 
-@dataclass
-class Settings:
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, use_attribute_docstrings=True,
+                                      extra="forbid", validate_assignment=True)
+
     data_dir: Path = Path("./kerve-data")
     """Folder of the embedded storage: the SQLite database, blobs and temporary uploads."""
 
     host: str = "0.0.0.0"
-    """Address the gRPC port binds to."""
+    """Address the gRPC and metrics ports bind to."""
 
-    port: int = 8500
-    """gRPC port for every service (0 picks a free one; see port_file)."""
+    port: int = Field(8500, ge=0, le=65535)
+    """gRPC port for every service (0 picks a free one; see --port-file)."""
 
-    metrics_port: int = 8502
+    metrics_port: int = Field(8502, ge=-1, le=65535)
     """Prometheus /metrics port over HTTP (0 picks a free one, -1 turns it off)."""
 
     registry_url: str | None = None
-    """SQLAlchemy URL of the metadata store; default sqlite under data_dir."""
+    """SQLAlchemy URL of the registry database (sqlite:///..., postgresql+psycopg://...);
+    default: SQLite under the data dir."""
 
     blob_url: str | None = None
-    """Blob store URL; default the folder data_dir/blobs."""
+    """Where blobs are stored: a folder or file:// URL, or s3://BUCKET/PREFIX (credentials
+    from the standard AWS variables and chain; the bucket must exist); default: the data
+    dir's blobs/."""
 
-    plugins: list[str] = field(default_factory=list)
-    """Custom-object plugin modules to import (besides KERVE_PLUGINS and entry points)."""
+    s3_endpoint: str | None = None
+    """S3 endpoint URL for S3-compatible stores (SeaweedFS, MinIO, ...); default: AWS's."""
+
+    s3_region: str | None = None
+    """S3 region; default: from the AWS configuration."""
+
+    plugins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, json_schema_extra={"flag": "plugin"})
+    """Custom-object plugin module to import (besides the kerve.plugins entry points);
+    the environment takes a comma-separated list."""
 
     allow_unsafe_lambda: bool = False
     """Accept Lambda layers that hold Python bytecode (arbitrary code: trusted uploads only)."""
 
     device: str | None = None
-    """TensorFlow device for models, e.g. /GPU:1 or /CPU:0; default the first GPU, else CPU."""
+    """TensorFlow device for models, e.g. /GPU:1 or /CPU:0; default: the first GPU, else the
+    CPU."""
 
-    max_message_bytes: int = 64 * MiB
-    """Largest gRPC message accepted or sent (a request's tensors, an upload chunk)."""
+    max_message_mb: int = Field(64, gt=0)
+    """Largest gRPC message accepted or sent, MiB (a request's tensors, an upload chunk)."""
 
-    max_upload_bytes: int = 16 * 1024 * MiB
-    """Largest upload, all parts together."""
+    max_upload_mb: int = Field(16384, gt=0)
+    """Largest upload, all parts together, MiB."""
 
-    validation_isolated: bool = True
-    """Validate uploads in a separate worker process rather than a thread of the server."""
+    validate_in_process: bool = False
+    """Validate uploads in a thread of the server instead of an isolated worker process
+    (for debugging the validator; uploads are untrusted input)."""
 
-    validation_timeout_s: float = 600.0
-    """Longest a validation may take before it is stopped and the upload refused."""
+    validation_timeout: float = Field(600.0, gt=0)
+    """Seconds a validation may take before it is stopped and the upload refused."""
 
-    validation_memory_limit_bytes: int | None = None
-    """Address-space limit of the validation worker (RLIMIT_AS); none by default."""
+    validation_memory_mb: int | None = Field(None, gt=0)
+    """Address-space limit of the validation worker (RLIMIT_AS), MiB; none by default."""
 
-    poll_interval_s: float = 5.0
-    """How often the server re-reads the registry for changes made by other replicas."""
+    poll_interval: float = Field(5.0, gt=0)
+    """Seconds between re-reads of the registry (changes made through other replicas)."""
 
-    idle_unload_s: float = 300.0
-    """A version loaded on demand (not a default) is unloaded after this long unused."""
+    idle_unload: float = Field(300.0, ge=0)
+    """Seconds a version loaded on demand (not a default) stays loaded unused."""
 
-    memory_budget_bytes: int | None = None
-    """Weights bytes of loaded versions above which on-demand versions are unloaded, least
+    memory_budget_mb: int | None = Field(None, gt=0)
+    """MiB of weights of loaded versions above which on-demand versions are unloaded, least
     recently used first, to make room (defaults are always kept); none by default."""
 
-    max_batch_size: int = 128
-    """Most rows the dynamic batcher merges into one model call (1 turns batching off);
-    a version's kerve.max_batch_size tag overrides it."""
+    max_batch_size: int = Field(128, ge=1, le=4096)
+    """Most rows the dynamic batcher merges into one model call (1 turns batching off); a
+    version's kerve.max_batch_size tag overrides it."""
 
-    batch_timeout_ms: float = 2.0
-    """Longest a request waits for a fuller batch while another instance is busy; a
+    batch_timeout_ms: float = Field(2.0, ge=0)
+    """Longest a request waits for a fuller batch while another instance is busy, ms; a
     version's kerve.batch_timeout_ms tag overrides it."""
 
     jit_compile: bool = False
-    """Compile models with XLA by default (a version's kerve.jit_compile tag overrides)."""
+    """Compile models with XLA (a version's kerve.jit_compile tag overrides it)."""
 
-    max_queue_size: int = 1024
+    max_queue_size: int = Field(1024, ge=1)
     """Requests waiting per loaded version before new ones get RESOURCE_EXHAUSTED."""
 
-    model_instances: int = 1
+    model_instances: int = Field(1, ge=1)
     """Model calls in flight per loaded version (threads running batches side by side)."""
 
-    tokens_file: str | None = None
-    """YAML/JSON mapping of bearer token to scope (read, write, admin); none: open server."""
+    tokens_file: str | None = Field(None, json_schema_extra={"flag": "tokens"})
+    """YAML/JSON mapping of bearer token to scope (read, write, admin); none: an open
+    server."""
 
     tls_cert: str | None = None
-    """PEM certificate chain of the gRPC port; with tls_key, the port speaks TLS only."""
+    """PEM certificate chain of the gRPC port; with --tls-key, the port speaks TLS only."""
 
     tls_key: str | None = None
-    """PEM private key of tls_cert."""
+    """PEM private key of --tls-cert."""
 
     tls_client_ca: str | None = None
     """PEM CA bundle: when set, clients must present a certificate it signed (mutual TLS)."""
 
-    event_loop: str = "auto"
-    """The asyncio loop the server runs on: "uvloop" (libuv; fewer microseconds per request
-    and wake-up), "asyncio" (the standard library's), or "auto": uvloop where installed."""
+    event_loop: Literal["auto", "uvloop", "asyncio"] = "auto"
+    """The asyncio loop: uvloop (fewer microseconds per request), the standard library's,
+    or auto: uvloop where installed."""
 
     port_file: Path | None = None
-    """Write the bound ports here as JSON once serving ({"port": ..., "metrics_port": ...})."""
+    """Write the bound ports here as JSON once listening ({"port": ..., "metrics_port": ...})."""
+
+    demo: bool = False
+    """Upload a small demo model named 'demo' if the registry lacks one."""
+
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    """Least severe log messages printed."""
+
+    @field_validator("plugins", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [name.strip() for name in value.split(",") if name.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> "Settings":
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ValueError("--tls-cert and --tls-key go together")
+        return self
+
+    # --- derived values ---------------------------------------------------------------
 
     def database_url(self) -> str:
         return self.registry_url or f"sqlite:///{(self.data_dir / 'kerve.db').resolve()}"
 
     def blobs_url(self) -> str:
         return self.blob_url or str((self.data_dir / "blobs").resolve())
+
+    @property
+    def blob_cache_dir(self) -> Path:
+        """Where a remote blob store's blobs are kept locally, checked by sha256."""
+        return self.data_dir / "blob-cache"
+
+    @property
+    def max_message_bytes(self) -> int:
+        return self.max_message_mb << 20
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return self.max_upload_mb << 20
+
+    @property
+    def memory_budget_bytes(self) -> int | None:
+        return self.memory_budget_mb << 20 if self.memory_budget_mb else None
+
+    @property
+    def validation_memory_limit_bytes(self) -> int | None:
+        return self.validation_memory_mb << 20 if self.validation_memory_mb else None
+
+
+def flag_name(name: str) -> str:
+    """The ``kerve serve`` flag of a settings field."""
+    extra = Settings.model_fields[name].json_schema_extra or {}
+    return "--" + str(extra.get("flag", name)).replace("_", "-")
+
+
+def env_name(name: str) -> str:
+    return ENV_PREFIX + name.upper()

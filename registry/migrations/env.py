@@ -1,8 +1,8 @@
-"""Alembic environment: the engine comes from kerve.registry.metadata.MetadataStore."""
+"""Alembic environment: the engine comes from kerve.registry.database.Database."""
 
 from alembic import context
 
-from kerve.registry.metadata import Base
+from kerve.registry.database import Base
 
 config = context.config
 engine = config.attributes["engine"]

@@ -15,8 +15,13 @@ def test_names_from_cli_env_and_entry_points(monkeypatch):
         return [EntryPoint(name="acme", value="acme_layers", group=group)]
 
     monkeypatch.setattr(plugins, "entry_points", fake_entry_points)
-    names = plugins.plugin_names(["a", "b"], env={"KERVE_PLUGINS": "c, a ,,d"})
-    assert names == ["a", "b", "c", "d", "acme_layers"]
+    monkeypatch.setenv("KERVE_PLUGINS", "c, a ,,d")
+    from kerve.server.settings import Settings
+
+    # The environment reaches plugins through Settings only; a flag beats it.
+    assert plugins.plugin_names(Settings().plugins) == ["c", "a", "d", "acme_layers"]
+    names = plugins.plugin_names(Settings(plugins=["a", "b", "a"]).plugins)
+    assert names == ["a", "b", "acme_layers"]
 
 
 def test_load_collects_custom_objects():

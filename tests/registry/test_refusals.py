@@ -98,14 +98,18 @@ def test_python_lambda_refused_without_flag(client, built, tmp_path, leaves_noth
 
 
 def test_weights_shape_mismatch_names_layer_and_variable(client, built, tmp_path, leaves_nothing):
-    arch, _ = built("mnist_mlp").save(tmp_path / "a")
+    mlp = built("mnist_mlp")
+    arch, _ = mlp.save(tmp_path / "a")
     _, other = built("toy_resnet").save(tmp_path / "b")
+    # Keras numbers auto-named layers per process: take the name this model got.
+    dense = next(layer.name for layer in mlp.model.layers if layer.name.startswith("dense"))
     with pytest.raises(grpc.RpcError) as e:
         client.upload("mismatch", architecture=arch, weights=other)
     code, details = _status(e)
     assert code == grpc.StatusCode.INVALID_ARGUMENT
     assert "weights do not match the architecture" in details
-    assert "layer 'dense' variable 'dense/kernel': expected shape (784, 64), got" in details
+    assert (f"layer '{dense}' variable '{dense}/kernel': expected shape (784, 64), got"
+            in details)
 
 
 def test_weights_missing_a_layer_refused(client, tmp_path, leaves_nothing):

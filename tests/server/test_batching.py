@@ -195,3 +195,62 @@ def test_back_to_back_requests_after_an_inline_call_are_not_inline():
 
     asyncio.run(main())
     assert fn.calls[0] == 1 and len(fn.calls) < 7  # the burst was batched
+
+
+def test_requests_of_different_lengths_each_answer_as_alone():
+    """A free non-batch dimension (sequences of any length): only requests whose shapes
+    agree share a call, and each answers exactly what it would alone."""
+    calls: list[tuple[int, ...]] = []
+
+    def mean_over_time(arrays):
+        (x,) = arrays
+        calls.append(x.shape)
+        time.sleep(0.01)
+        return [x.mean(axis=1)]
+
+    lengths = [3, 5, 3, 7, 5, 3, 1, 7, 5, 3, 2, 9]
+
+    async def main():
+        b = _batcher(mean_over_time)
+        blocker = asyncio.ensure_future(b.run([np.ones((1, 4, 2), np.float32)]))
+        await asyncio.sleep(0)
+        requests = [np.random.default_rng(i).random((2, n, 2), dtype=np.float32)
+                    for i, n in enumerate(lengths)]
+        answers = await asyncio.gather(*(b.run([x]) for x in requests))
+        await blocker
+        return requests, answers
+
+    requests, answers = asyncio.run(main())
+    for x, (out,) in zip(requests, answers):
+        np.testing.assert_array_equal(out, x.mean(axis=1))
+    merged = [shape for shape in calls[1:] if shape[0] > 2]
+    assert merged, "requests of one length should still be merged"
+    assert len({shape[1] for shape in calls}) == len(set(lengths) | {4})
+
+
+def test_an_observer_that_raises_fails_the_request_not_the_queue():
+    def observe(rows, queued):
+        raise RuntimeError("observer broke")
+
+    async def main(inline):
+        b = _batcher(SlowDouble(delay=0), observe=observe,
+                     inline_below_s=1.0 if inline else 0.0)
+        return await asyncio.wait_for(
+            asyncio.gather(b.run(_rows(1)), return_exceptions=True), 5)
+
+    for inline in (True, False):
+        (result,) = asyncio.run(main(inline))
+        assert isinstance(result, RuntimeError)
+
+
+def test_batches_in_flight_are_referenced():
+    async def main():
+        b = _batcher(SlowDouble(delay=0.05))
+        first = asyncio.ensure_future(b.run(_rows(1)))
+        await asyncio.sleep(0.01)
+        assert len(b._running) == 1  # the loop itself keeps only a weak reference
+        await first
+        await asyncio.sleep(0)
+        assert not b._running
+
+    asyncio.run(main())

@@ -79,23 +79,3 @@ def test_event_loop_choice():
 
 def test_session_server_runs_on_uvloop(server):
     assert "event loop: uvloop" in server.log_path.read_text()
-
-
-def test_services_go_in_as_generic_handlers_only():
-    from kerve.server.app import GenericHandlersOnly
-
-    class Recorder:
-        def __init__(self):
-            self.generic, self.registered = [], []
-
-        def add_generic_rpc_handlers(self, handlers):
-            self.generic.append(handlers)
-
-        def add_registered_method_handlers(self, name, handlers):
-            self.registered.append(name)
-
-    server = Recorder()
-    services = GenericHandlersOnly(server)
-    services.add_generic_rpc_handlers(("h",))
-    services.add_registered_method_handlers("inference.GRPCInferenceService", {"M": "h"})
-    assert server.generic == [("h",)] and server.registered == []

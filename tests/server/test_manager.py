@@ -10,8 +10,8 @@ from datetime import datetime, timezone
 import grpc
 import pytest
 
+from kerve.registry.database import Blob, ModelInfo, VersionInfo
 from kerve.registry.errors import KerveError, NotFoundError
-from kerve.registry.metadata import Blob, ModelInfo, VersionInfo
 from kerve.registry.signature import Signature
 from kerve.server.manager import ModelManager, State
 
@@ -26,7 +26,10 @@ class FakeRegistry:
         self.listeners.append(listener)
 
     async def list_models(self):
-        return list(self.models.values())
+        # As the database does: each version's weights size comes with the listing.
+        return [ModelInfo(m.name, m.versions, m.aliases,
+                          {v: self.sizes.get((m.name, v), 1) for v in m.versions})
+                for m in self.models.values()]
 
     async def resolve(self, ref):
         info = self.models.get(ref.name)
@@ -139,6 +142,29 @@ def test_memory_budget_unloads_least_recently_used_on_demand_versions():
         assert manager.status("m", 1) is None  # least recently used went
         assert manager.status("m", 2).state is State.READY
         assert manager.status("m", 4).state is State.READY  # the default stays
+        await manager.stop()
+
+    asyncio.run(main())
+
+
+def test_a_loading_version_counts_its_size_from_the_start():
+    """Room made for one version must count another that is still loading: its size is
+    set before the load's first await, not after."""
+    async def main():
+        from kerve.registry.names import VersionRef
+
+        sizes = {("m", v): 100 for v in (1, 2, 3)}
+        manager, _, _ = make_manager({"m": ModelInfo("m", [1, 2, 3], {})}, sizes,
+                                     memory_budget_bytes=1000)
+        await manager.start()
+        await settle(manager, "m", 3)
+        with pytest.raises(KerveError):
+            async with manager.acquire(VersionRef("m", 1)):
+                pass
+        # No await since the load started: it is LOADING and already counted.
+        assert manager.status("m", 1).state is State.LOADING
+        assert manager.status("m", 1).weights_bytes == 100
+        await settle(manager, "m", 1)
         await manager.stop()
 
     asyncio.run(main())

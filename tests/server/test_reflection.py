@@ -7,7 +7,8 @@ import grpc
 
 def test_reflection_lists_services(server):
     from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
-        ProtoReflectionDescriptorDatabase)
+        ProtoReflectionDescriptorDatabase,
+    )
 
     with grpc.insecure_channel(server.target) as channel:
         services = set(ProtoReflectionDescriptorDatabase(channel).get_services())

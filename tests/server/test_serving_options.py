@@ -14,12 +14,12 @@ from tests.server.helpers import wait_ready
 
 
 def test_options_from_tags():
-    defaults = ServingOptions()
+    defaults = ServingOptions(max_batch_size=128, batch_timeout_ms=2.0, jit_compile=False)
     opts = options_from_tags({"kerve.max_batch_size": "64", "kerve.jit_compile": "true",
                               "team": "vision"}, defaults)
     assert opts == ServingOptions(max_batch_size=64, batch_timeout_ms=2.0, jit_compile=True)
     assert opts.batch_sizes() == (1, 2, 4, 8, 16, 32, 64)
-    assert ServingOptions(max_batch_size=24).batch_sizes() == (1, 2, 4, 8, 16, 24)
+    assert ServingOptions(24, 2.0, True).batch_sizes() == (1, 2, 4, 8, 16, 24)
     for bad in ({"kerve.nope": "1"}, {"kerve.max_batch_size": "x"},
                 {"kerve.max_batch_size": "0"}, {"kerve.jit_compile": "maybe"}):
         with pytest.raises(InvalidArgumentError):

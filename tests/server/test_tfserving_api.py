@@ -64,7 +64,10 @@ def test_output_filter(served_zoo, tf_stub):
 
 
 def test_get_model_metadata_signature_def(served_zoo, server):
-    from tensorflow_serving.apis import (get_model_metadata_pb2, prediction_service_pb2_grpc)
+    from tensorflow_serving.apis import (
+        get_model_metadata_pb2,
+        prediction_service_pb2_grpc,
+    )
 
     b, version = served_zoo["custom_layers"]
     with grpc.insecure_channel(server.target) as channel:
@@ -92,7 +95,35 @@ def test_get_model_status(served_zoo, server):
         request.model_spec.name = "srv-mnist_mlp"
         response = stub.GetModelStatus(request, timeout=30)
     states = {s.version: s.state for s in response.model_version_status}
-    assert states[served_zoo["mnist_mlp"][1]["version"]] == 30  # AVAILABLE
+    available = get_model_status_pb2.ModelVersionStatus.AVAILABLE
+    assert states[served_zoo["mnist_mlp"][1]["version"]] == available
+
+
+def test_a_stored_version_is_not_called_available(client, built, server, triton, tmp_path):
+    """Each protocol's words for a version stored but not loaded here: kerve STORED,
+    TF Serving END (AVAILABLE means loaded), KServe v2 UNAVAILABLE."""
+    from tensorflow_serving.apis import get_model_status_pb2, model_service_pb2_grpc
+
+    from tests.server.helpers import wait_ready
+
+    b = built("linear_sequential", seed=41)
+    arch, weights = b.save(tmp_path)
+    client.upload("states", architecture=arch, weights=weights, aliases=["production"])
+    client.upload("states", architecture=arch, weights=weights)  # v2: stored, not loaded
+    wait_ready(client, "states", 1)
+    kerve_words = {v["version"]: v["status"] for v in client.get_model("states")["versions"]}
+    assert kerve_words == {1: "READY", 2: "STORED"}
+    with grpc.insecure_channel(server.target) as channel:
+        request = get_model_status_pb2.GetModelStatusRequest()
+        request.model_spec.name = "states"
+        response = model_service_pb2_grpc.ModelServiceStub(channel).GetModelStatus(
+            request, timeout=30)
+    status = get_model_status_pb2.ModelVersionStatus
+    assert {s.version: s.state for s in response.model_version_status} == {
+        1: status.AVAILABLE, 2: status.END}
+    index = {m.version: m.state for m in triton.get_model_repository_index().models
+             if m.name == "states"}
+    assert index == {"1": "READY", "2": "UNAVAILABLE"}
 
 
 def _error(stub_call, request):

@@ -19,12 +19,11 @@ from kerve.registry.validation import ValidationReport
 log = logging.getLogger(__name__)
 
 
-class Validator:
+class ValidationWorker:
     """Validates (architecture, weights) files into a ValidationReport."""
 
-    def __init__(self, plugins: Plugins, *, allow_unsafe_lambda: bool, isolated: bool = True,
-                 workers: int = 1, timeout_s: float = 300.0,
-                 memory_limit_bytes: int | None = None) -> None:
+    def __init__(self, plugins: Plugins, *, allow_unsafe_lambda: bool, isolated: bool,
+                 timeout_s: float, memory_limit_bytes: int | None, workers: int = 1) -> None:
         self._plugins = plugins
         self._allow_unsafe = allow_unsafe_lambda
         self._isolated = isolated
@@ -51,40 +50,46 @@ class Validator:
         if self._pool is None:
             self.start()
         loop = asyncio.get_running_loop()
+        pool = self._pool
         if self._isolated:
             call = (validation.validate_in_worker, str(architecture), str(weights))
         else:
             call = (validation.validate_files, architecture, weights, self._plugins,
                     self._allow_unsafe)
-        future = loop.run_in_executor(self._pool, *call)
+        future = loop.run_in_executor(pool, *call)
         try:
             return await asyncio.wait_for(future, self._timeout_s)
         except asyncio.TimeoutError:
-            self._restart("timed out")
+            self._restart(pool, "timed out")
             raise InvalidArgumentError(
                 f"validation took longer than {self._timeout_s:.0f} s and was stopped") from None
         except BrokenProcessPool:
-            self._restart("crashed")
+            self._restart(pool, "crashed")
             raise InvalidArgumentError(
                 "validation process died on this upload (out of memory, or a crash while "
                 "deserializing it)") from None
         except MemoryError:
             raise InvalidArgumentError("validation ran out of memory on this upload") from None
 
-    def _restart(self, why: str) -> None:
+    def _restart(self, failed, why: str) -> None:
+        """Replace ``failed`` with a new pool, unless it was replaced already: several
+        uploads fail together when a pool dies, and a late one must not kill the uploads
+        queued on its successor."""
+        if failed is not self._pool:
+            return
         log.warning("validation worker %s; restarting it", why)
-        pool, self._pool = self._pool, None
-        if isinstance(pool, ProcessPoolExecutor):
-            for proc in list(getattr(pool, "_processes", {}).values()):
-                proc.kill()
-        if pool is not None:
-            pool.shutdown(wait=False, cancel_futures=True)
+        self._pool = None
+        _kill(failed)
         self.start()
 
     def close(self) -> None:
         if self._pool is not None:
-            if isinstance(self._pool, ProcessPoolExecutor):
-                for proc in list(getattr(self._pool, "_processes", {}).values()):
-                    proc.kill()
-            self._pool.shutdown(wait=False, cancel_futures=True)
+            _kill(self._pool)
             self._pool = None
+
+
+def _kill(pool) -> None:
+    if isinstance(pool, ProcessPoolExecutor):
+        for proc in list(getattr(pool, "_processes", {}).values()):
+            proc.kill()
+    pool.shutdown(wait=False, cancel_futures=True)

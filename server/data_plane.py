@@ -1,8 +1,10 @@
 """The data plane: one transport-free core that both inference protocols call.
 
 Servicers decode their wire format into numpy arrays keyed by input name, call
-``InferenceCore.infer``, and encode the arrays it returns. Input checking against the
-signature happens here, once, for both protocols.
+``DataPlane.infer``, and encode the arrays it returns. Input checking against the
+signature happens here, once, for both protocols. Everything else the servicers answer
+(readiness, the repository index, statistics, load and unload, version states) comes from
+here too: no servicer reaches into the manager.
 """
 
 from __future__ import annotations
@@ -13,11 +15,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from kerve.registry.errors import InvalidArgumentError, KerveError, NotFoundError
-from kerve.registry.metadata import ModelInfo
 from kerve.registry.names import VersionRef
 from kerve.registry.signature import Signature, TensorSpec
 from kerve.server.manager import ModelManager
 from kerve.server.metrics import Metrics
+from kerve.server.states import VersionState, VersionStatus
 
 
 @dataclass
@@ -39,11 +41,11 @@ class InferResult:
     outputs: dict[str, np.ndarray]
 
 
-class InferenceCore:
+class DataPlane:
     def __init__(self, manager: ModelManager, metrics: Metrics) -> None:
-        self.manager = manager
-        self.metrics = metrics
-        self.stats: dict[tuple[str, int], VersionStats] = {}
+        self._manager = manager
+        self._metrics = metrics
+        self._stats: dict[tuple[str, int], VersionStats] = {}
 
     async def infer(self, ref: VersionRef, inputs: dict[str, np.ndarray], *, api: str,
                     outputs: list[str] | None = None,
@@ -54,7 +56,7 @@ class InferenceCore:
         rows = 0
         code = "OK"
         try:
-            async with self.manager.acquire(ref) as served:
+            async with self._manager.acquire(ref) as served:
                 version = served.version
                 signature = served.loaded.signature
                 arrays = order_inputs(signature, inputs)
@@ -72,15 +74,15 @@ class InferenceCore:
         finally:
             elapsed = time.perf_counter() - started
             # Only known names become label values: clients cannot grow the metrics.
-            model = ref.name if self.manager.knows(ref.name) else "_unknown"
-            self.metrics.requests.labels(model, "" if version is None else str(version),
+            model = ref.name if self._manager.knows(ref.name) else "_unknown"
+            self._metrics.requests.labels(model, "" if version is None else str(version),
                                          api, code).inc()
-            self.metrics.request_duration.labels(model, api).observe(elapsed)
+            self._metrics.request_duration.labels(model, api).observe(elapsed)
             if version is not None:
                 self._count(ref.name, version, code == "OK", rows, elapsed)
 
     def _count(self, name: str, version: int, ok: bool, rows: int, elapsed: float) -> None:
-        stats = self.stats.setdefault((name, version), VersionStats())
+        stats = self._stats.setdefault((name, version), VersionStats())
         ns = int(elapsed * 1e9)
         if ok:
             stats.success_count += 1
@@ -93,14 +95,68 @@ class InferenceCore:
 
     async def signature(self, ref: VersionRef) -> tuple[int, Signature]:
         """The signature of the version a reference means (loaded or not)."""
-        info = await self.manager.version_info(ref)
+        info = await self._manager.version_info(ref)
         return info.version, info.signature
 
-    def model_info(self, name: str) -> ModelInfo:
-        info = self.manager.catalogue().get(name)
+    # --- readiness and the repository ---------------------------------------------------
+
+    def ready(self) -> bool:
+        """Whether every model's default version has settled (READY or FAILED)."""
+        return self._manager.ready()
+
+    async def model_ready(self, ref: VersionRef) -> bool:
+        return self.version_status(ref.name, await self._manager.resolve(ref)).state \
+            is VersionState.READY
+
+    def version_status(self, name: str, version: int) -> VersionStatus:
+        served = self._manager.status(name, version)
+        if served is None:
+            return VersionStatus(name, version, VersionState.STORED)
+        return VersionStatus(name, version, served.state, served.reason)
+
+    def index(self, ready_only: bool = False) -> list[VersionStatus]:
+        """Every stored version of every model, with its state here."""
+        statuses = [self.version_status(name, version)
+                    for name, info in sorted(self._manager.models().items())
+                    for version in info.versions]
+        return [s for s in statuses if s.state is VersionState.READY or not ready_only]
+
+    async def model_status(self, ref: VersionRef, every_version: bool) -> list[VersionStatus]:
+        """The state of the version ``ref`` means, or of all the model's versions."""
+        if every_version:
+            return [self.version_status(ref.name, v) for v in self._versions(ref.name)]
+        return [self.version_status(ref.name, await self._manager.resolve(ref))]
+
+    def statistics(self, name: str = "", version: str = "") -> list[tuple[str, int, VersionStats]]:
+        """Counters per stored version: all models (no name), one model, or one version."""
+        names = [name] if name else sorted(self._manager.models())
+        rows = []
+        for model in names:
+            for number in self._versions(model):
+                if version and version != str(number):
+                    continue
+                rows.append((model, number, self._stats.get((model, number), VersionStats())))
+        return rows
+
+    def _versions(self, name: str) -> list[int]:
+        info = self._manager.models().get(name)
         if info is None:
             raise NotFoundError(f"model {name!r} not found")
-        return info
+        return info.versions
+
+    async def load(self, name: str) -> None:
+        """Load a model's default version; returns once it is READY (FAILED_PRECONDITION
+        with why if it fails)."""
+        await self._manager.load_model(name)
+
+    async def unload(self, name: str) -> None:
+        await self._manager.unload_model(name)
+
+
+def deadline_of(context) -> float | None:
+    """A gRPC call's deadline as a time.monotonic() instant, or None."""
+    remaining = context.time_remaining()
+    return None if remaining is None else time.monotonic() + remaining
 
 
 def order_inputs(signature: Signature, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:

@@ -1,25 +1,58 @@
 """The metadata store: models, versions and aliases in SQL (SQLite or PostgreSQL) through
 SQLAlchemy, its schema kept by Alembic migrations. Synchronous; callers on the event loop
-use asyncio.to_thread."""
+use asyncio.to_thread.
+
+Several servers may share one PostgreSQL database: every write locks its model's row, so two
+uploads of the same model never get the same number, and announces itself with
+``NOTIFY kerve_changes, '<model name>'`` in its transaction, which ``Database.watch`` hears."""
 
 from __future__ import annotations
 
 import logging
+import re
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from sqlalchemy import (JSON, BigInteger, DateTime, ForeignKey, Integer, String, Text,
-                        UniqueConstraint, create_engine, event, func, select)
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+    func,
+    select,
+    update,
+)
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
+from sqlalchemy.pool import NullPool
 
-from kerve.registry.errors import (AlreadyExistsError, FailedPreconditionError,
-                                   NotFoundError)
+from kerve.registry.errors import (
+    AlreadyExistsError,
+    FailedPreconditionError,
+    NotFoundError,
+    UnavailableError,
+)
 from kerve.registry.names import DEFAULT_ALIAS, VersionRef, check_alias
 from kerve.registry.signature import Signature
 
 log = logging.getLogger(__name__)
+
+NOTIFY_CHANNEL = "kerve_changes"
+
+
+class DatabaseUnavailableError(UnavailableError):
+    """The registry database cannot be used (unreachable, wrong password, no such database);
+    the message is one line that says which."""
 
 
 class Base(DeclarativeBase):
@@ -102,6 +135,8 @@ class ModelInfo:
     name: str
     versions: list[int]
     aliases: dict[str, int]
+    weights_bytes: dict[int, int] = field(default_factory=dict)
+    """Each version's weights size: what a loaded version is counted for."""
 
     @property
     def default_version(self) -> int:
@@ -131,16 +166,35 @@ def _utc(dt: datetime) -> datetime:
     return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
 
 
-class MetadataStore:
+class Database:
     """Models, versions and aliases behind a SQLAlchemy URL; migrated on open."""
 
     def __init__(self, url: str, *, migrate: bool = True) -> None:
         self.url = url
-        self.engine = create_engine(url, future=True, pool_pre_ping=True)
-        if self.engine.dialect.name == "sqlite":
+        kwargs: dict = {}
+        if make_url(url).get_backend_name() == "postgresql":
+            kwargs["connect_args"] = {"connect_timeout": 10}
+        self.engine = create_engine(url, future=True, pool_pre_ping=True, **kwargs)
+        self.dialect = self.engine.dialect.name
+        if self.dialect == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
         if migrate:
+            self.check()
             self.migrate()
+
+    def check(self) -> None:
+        """Raise DatabaseUnavailableError, with one line saying why, unless the database
+        answers (a short connect timeout: an unreachable host fails in seconds)."""
+        url = self.engine.url
+        connect_args = {"connect_timeout": 3} if self.dialect == "postgresql" else {}
+        probe = create_engine(url, poolclass=NullPool, connect_args=connect_args)
+        try:
+            with probe.connect() as conn:
+                conn.exec_driver_sql("SELECT 1")
+        except Exception as e:  # noqa: BLE001 - any driver error becomes one line
+            raise DatabaseUnavailableError(f"{_describe(url)}: {_reason(e)}") from None
+        finally:
+            probe.dispose()
 
     def migrate(self) -> None:
         from alembic import command
@@ -168,7 +222,8 @@ class MetadataStore:
     @staticmethod
     def _info(row: ModelRow) -> ModelInfo:
         return ModelInfo(row.name, sorted(v.version for v in row.versions),
-                         {a.alias: a.version for a in row.aliases})
+                         {a.alias: a.version for a in row.aliases},
+                         {v.version: v.weights_size for v in row.versions})
 
     @staticmethod
     def _version_info(row: VersionRow, aliases: dict[str, int]) -> VersionInfo:
@@ -226,13 +281,15 @@ class MetadataStore:
         for attempt in range(5):
             try:
                 with Session(self.engine) as s, s.begin():
-                    model = s.scalars(select(ModelRow).where(ModelRow.name == new.name)
-                                      .with_for_update()).one_or_none()
                     now = datetime.now(timezone.utc)
-                    if model is None:
-                        model = ModelRow(name=new.name, next_version=1, created=now)
-                        s.add(model)
-                        s.flush()
+                    # Create the model row if it is new, without a race between writers (a
+                    # write first also takes SQLite's write lock before anything is read),
+                    # then lock it: writers of one model take numbers one at a time.
+                    s.execute(self._insert(ModelRow).values(name=new.name, next_version=1,
+                                                            created=now)
+                              .on_conflict_do_nothing(index_elements=["name"]))
+                    model = s.scalars(select(ModelRow).where(ModelRow.name == new.name)
+                                      .with_for_update()).one()
                     number = model.next_version
                     model.next_version = number + 1
                     row = VersionRow(
@@ -252,11 +309,34 @@ class MetadataStore:
                         self._point_alias(s, model, alias, number)
                     s.flush()
                     s.refresh(model)
+                    self._notify(s, new.name)
                     return self._version_info(row, self._info(model).aliases)
             except IntegrityError:
                 # Another writer created the model or took the number first: try again.
                 log.info("version number race on %s, retrying (%d)", new.name, attempt + 1)
         raise AlreadyExistsError(f"could not allocate a version of {new.name!r}; try again")
+
+    def _insert(self, table):
+        if self.dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        elif self.dialect == "sqlite":
+            from sqlalchemy.dialects.sqlite import insert
+        else:  # pragma: no cover - kerve supports SQLite and PostgreSQL
+            raise NotImplementedError(f"unsupported database {self.dialect}")
+        return insert(table)
+
+    def _lock(self, s: Session, name: str) -> ModelRow:
+        """The model's row, locked for this transaction. A no-op UPDATE comes first: it
+        locks the row on PostgreSQL and takes the write lock on SQLite before anything is
+        read (so that a concurrent writer cannot make this transaction's reads stale)."""
+        s.execute(update(ModelRow).where(ModelRow.name == name)
+                  .values(next_version=ModelRow.next_version))
+        return self._model(s, name, lock=True)
+
+    def _notify(self, s: Session, name: str) -> None:
+        """Announce a change to ``name`` to every watcher, when this transaction commits."""
+        if self.dialect == "postgresql":
+            s.execute(select(func.pg_notify(NOTIFY_CHANNEL, name)))
 
     @staticmethod
     def _point_alias(s: Session, model: ModelRow, alias: str, version: int) -> None:
@@ -270,29 +350,31 @@ class MetadataStore:
     def set_alias(self, name: str, alias: str, version: int) -> ModelInfo:
         check_alias(alias)
         with Session(self.engine) as s, s.begin():
-            model = self._model(s, name, lock=True)
+            model = self._lock(s, name)
             if version not in {v.version for v in model.versions}:
                 raise NotFoundError(f"model {name!r} has no version {version}")
             self._point_alias(s, model, alias, version)
             s.flush()
             s.refresh(model)
+            self._notify(s, name)
             return self._info(model)
 
     def delete_alias(self, name: str, alias: str) -> ModelInfo:
         with Session(self.engine) as s, s.begin():
-            model = self._model(s, name, lock=True)
+            model = self._lock(s, name)
             row = next((a for a in model.aliases if a.alias == alias), None)
             if row is None:
                 raise NotFoundError(f"model {name!r} has no alias {alias!r}")
             s.delete(row)
             s.flush()
             s.refresh(model)
+            self._notify(s, name)
             return self._info(model)
 
     def delete_version(self, name: str, version: int) -> VersionInfo:
         """Delete a version; refused while an alias points at it."""
         with Session(self.engine) as s, s.begin():
-            model = self._model(s, name, lock=True)
+            model = self._lock(s, name)
             row = next((v for v in model.versions if v.version == version), None)
             if row is None:
                 raise NotFoundError(f"model {name!r} has no version {version}")
@@ -303,6 +385,7 @@ class MetadataStore:
                     f"{', '.join(pointing)}; move or delete them first")
             info = self._version_info(row, {})
             s.delete(row)
+            self._notify(s, name)
             return info
 
     def blob_in_use(self, sha256: str) -> bool:
@@ -311,6 +394,18 @@ class MetadataStore:
                 (VersionRow.architecture_sha256 == sha256) | (VersionRow.weights_sha256 == sha256))
             return s.scalar(stmt) > 0
 
+    # --- change notification ----------------------------------------------------------
+
+    def watch(self, on_change: Callable[[str], None]) -> Callable[[], None] | None:
+        """On PostgreSQL, call ``on_change(model_name)`` (from a daemon thread) after every
+        write any server makes to that model, and return a function that stops watching; it
+        returns once listening, so writes after it are heard. On SQLite, None: poll."""
+        if self.dialect != "postgresql":
+            return None
+        watcher = _Watcher(self, on_change)
+        watcher.start()
+        return watcher.stop
+
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:
     cur = dbapi_conn.cursor()
@@ -318,3 +413,101 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:
     cur.execute("PRAGMA busy_timeout=30000")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.close()
+
+
+class _Watcher:
+    """LISTENs on the change channel in a daemon thread and calls ``on_change(model_name)``
+    for each notification; reconnects with backoff when the connection drops, then calls
+    ``on_change`` for every model (notifications sent meanwhile are lost)."""
+
+    HEARTBEAT_S = 15.0
+
+    def __init__(self, database: Database, on_change: Callable[[str], None]) -> None:
+        self.database = database
+        self.on_change = on_change
+        url = database.engine.url.set(drivername="postgresql")
+        self.conninfo = url.render_as_string(hide_password=False)
+        self._stop = threading.Event()
+        self._listening = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="kerve-db-watch", daemon=True)
+
+    def start(self, wait_s: float = 10.0) -> None:
+        self._thread.start()
+        if not self._listening.wait(wait_s):
+            log.warning("not yet listening for registry changes; retrying in the background")
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        import psycopg
+
+        backoff, first = 0.1, True
+        while not self._stop.is_set():
+            try:
+                with psycopg.connect(self.conninfo, autocommit=True, connect_timeout=5,
+                                     keepalives=1, keepalives_idle=10,
+                                     keepalives_interval=5, keepalives_count=3) as conn:
+                    conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                    if not first:
+                        log.info("listening for registry changes again")
+                        self._everything_changed()
+                    first, backoff = False, 0.1
+                    self._listening.set()
+                    self._listen(conn)
+            except Exception as e:  # noqa: BLE001 - keep watching whatever happened
+                if self._stop.is_set():
+                    break
+                log.warning("registry change listener: %s; reconnecting in %.1fs",
+                            _reason(e), backoff)
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    def _listen(self, conn) -> None:
+        import time
+
+        beat = time.monotonic()
+        while not self._stop.is_set():
+            for notify in conn.notifies(timeout=0.5):
+                self._call(notify.payload)
+            if time.monotonic() - beat > self.HEARTBEAT_S:
+                conn.execute("SELECT 1")  # a dead connection raises here
+                beat = time.monotonic()
+
+    def _everything_changed(self) -> None:
+        with Session(self.database.engine) as s:
+            names = s.scalars(select(ModelRow.name)).all()
+        for name in names:
+            self._call(name)
+
+    def _call(self, name: str) -> None:
+        try:
+            self.on_change(name)
+        except Exception:  # a listener's bug must not stop the watch
+            log.exception("registry change listener failed for %s", name)
+
+
+def _describe(url) -> str:
+    if url.get_backend_name() == "sqlite":
+        return f"cannot open SQLite database {url.database or ':memory:'}"
+    host = url.host or url.query.get("host") or "localhost"
+    return (f"cannot reach PostgreSQL database {url.database!r} at {host}:{url.port or 5432} "
+            f"as {url.username!r}")
+
+
+def _reason(e: BaseException) -> str:
+    """One line from a driver error: the server's own words where it said something."""
+    orig = getattr(e, "orig", None) or e
+    text = str(orig)
+    fatal = re.findall(r"FATAL:\s+(.*)", text)
+    line = fatal[-1] if fatal else text.strip().splitlines()[0] if text.strip() else ""
+    line = re.sub(r"^.*?failed:\s+", "", " ".join(line.split())) or type(orig).__name__
+    lowered = line.lower()
+    if "password authentication failed" in lowered:
+        return f"{line} (check the user and password in the registry URL)"
+    if "connection refused" in lowered:
+        return "connection refused (is PostgreSQL running and listening there?)"
+    if "timeout expired" in lowered or "timed out" in lowered:
+        return "connection timed out (host unreachable?)"
+    return line

@@ -1,0 +1,150 @@
+"""The registry: the persistent catalogue of model versions, over the registry database and
+the blob store. Transport-free: the gRPC servicer only converts messages to and from it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import AsyncIterator, BinaryIO, Callable
+
+from kerve.registry.archive import split_keras_archive
+from kerve.registry.blobs import BlobStore
+from kerve.registry.database import Blob, Database, ModelInfo, NewVersion, VersionInfo
+from kerve.registry.names import VersionRef, check_alias, check_model_name
+from kerve.registry.uploads import (
+    ARCHITECTURE,
+    KERAS_ARCHIVE,
+    WEIGHTS,
+    Chunk,
+    StagedUpload,
+    UploadHeader,
+    receive,
+)
+from kerve.registry.validation_worker import ValidationWorker
+
+log = logging.getLogger(__name__)
+
+
+class Registry:
+    """Upload, list, resolve, alias and delete versions. Async: blocking work runs in
+    threads, validation in the validation worker."""
+
+    def __init__(self, database: Database, blobs: BlobStore, validation: ValidationWorker,
+                 tmp_dir: Path, *, max_upload_bytes: int) -> None:
+        self.database = database
+        self.blobs = blobs
+        self.validation = validation
+        self.tmp_dir = Path(tmp_dir)
+        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        self.max_upload_bytes = max_upload_bytes
+        self._listeners: list[Callable[[str], None]] = []
+
+    def on_change(self, listener: Callable[[str], None]) -> None:
+        """Call ``listener(model_name)`` after a version or alias of a model changes here."""
+        self._listeners.append(listener)
+
+    def _changed(self, name: str) -> None:
+        for listener in self._listeners:
+            listener(name)
+
+    async def upload(self, header: UploadHeader, chunks: AsyncIterator[Chunk]) -> VersionInfo:
+        """Receive, verify, validate and register one upload: the one way a version is made.
+
+        Every rule is checked once, the header's before any byte is received; the parts'
+        sha256 digests are computed as the bytes arrive and kept. A refused upload leaves
+        nothing behind: no version, no blob, no temporary file.
+        """
+        header.check(self.max_upload_bytes)
+        staged = await asyncio.to_thread(StagedUpload, self.tmp_dir, header)
+        try:
+            verified = await receive(staged, chunks)
+            (architecture, arch_blob), (weights, weights_blob) = \
+                await self._architecture_and_weights(staged, verified, header.name)
+            report = await self.validation.validate(architecture, weights)
+            new = NewVersion(
+                name=header.name, architecture=arch_blob, weights=weights_blob,
+                weights_format=report.weights_format, signature=report.signature,
+                layer_classes=report.layer_classes, custom_objects=report.custom_objects,
+                keras_version=report.keras_version,
+                tensorflow_version=report.tensorflow_version,
+                parameter_count=report.parameter_count, description=header.description,
+                tags=dict(header.tags))
+            info = await asyncio.to_thread(self._store, new, header.aliases, staged.dir,
+                                           [(arch_blob, architecture), (weights_blob, weights)])
+        finally:
+            await asyncio.to_thread(staged.discard)
+        log.info("registered %s version %d (%d parameters)", info.name, info.version,
+                 info.parameter_count)
+        self._changed(info.name)
+        return info
+
+    async def _architecture_and_weights(
+            self, staged: StagedUpload, verified: dict[str, Blob],
+            name: str) -> tuple[tuple[Path, Blob], tuple[Path, Blob]]:
+        """The two files validation reads, each with its verified blob."""
+        if KERAS_ARCHIVE in staged.paths:
+            architecture, weights = staged.dir / "config.json", staged.dir / "model.weights.h5"
+            arch_blob, weights_blob = await asyncio.to_thread(
+                split_keras_archive, staged.paths[KERAS_ARCHIVE], architecture, weights,
+                self.max_upload_bytes * 4)
+            return (architecture, arch_blob), (weights, weights_blob)
+        if ARCHITECTURE in staged.paths:
+            return ((staged.paths[ARCHITECTURE], verified[ARCHITECTURE]),
+                    (staged.paths[WEIGHTS], verified[WEIGHTS]))
+        # Weights alone: the architecture of the model's current default version, read
+        # where the blob store keeps it.
+        current = await self.resolve(VersionRef(name))
+        path = await asyncio.to_thread(self.blobs.local_path, current.architecture.sha256)
+        return (path, current.architecture), (staged.paths[WEIGHTS], verified[WEIGHTS])
+
+    def _store(self, new: NewVersion, aliases: list[str], staged_dir: Path,
+               files: list[tuple[Blob, Path]]) -> VersionInfo:
+        """Put the blobs received (not those reused from the store), then the row that makes
+        them a version (blocking)."""
+        staged = [(blob, path) for blob, path in files if path.is_relative_to(staged_dir)]
+        for blob, path in staged:
+            self.blobs.put(blob.sha256, path)
+        try:
+            return self.database.add_version(new, list(aliases))
+        except BaseException:
+            self._collect([blob.sha256 for blob, _ in staged])
+            raise
+
+    def _collect(self, shas: list[str]) -> None:
+        """Delete blobs that no version references any more."""
+        for sha in set(shas):
+            if not self.database.blob_in_use(sha):
+                self.blobs.delete(sha)
+
+    async def list_models(self) -> list[ModelInfo]:
+        return await asyncio.to_thread(self.database.list_models)
+
+    async def get_model(self, name: str) -> tuple[ModelInfo, list[VersionInfo]]:
+        return await asyncio.to_thread(self.database.get_model, check_model_name(name))
+
+    async def resolve(self, ref: VersionRef) -> VersionInfo:
+        return await asyncio.to_thread(self.database.resolve, ref)
+
+    async def set_alias(self, name: str, alias: str, version: int) -> ModelInfo:
+        info = await asyncio.to_thread(self.database.set_alias, check_model_name(name), alias,
+                                       version)
+        self._changed(name)
+        return info
+
+    async def delete_alias(self, name: str, alias: str) -> ModelInfo:
+        info = await asyncio.to_thread(self.database.delete_alias, check_model_name(name),
+                                       check_alias(alias))
+        self._changed(name)
+        return info
+
+    async def delete_version(self, name: str, version: int) -> VersionInfo:
+        info = await asyncio.to_thread(self.database.delete_version, check_model_name(name),
+                                       version)
+        await asyncio.to_thread(self._collect, [info.architecture.sha256, info.weights.sha256])
+        self._changed(name)
+        return info
+
+    def open_blob(self, sha256: str) -> BinaryIO:
+        return self.blobs.open(sha256)
+
