@@ -76,6 +76,7 @@ def cmd_serve(args) -> int:
 
     from pydantic import ValidationError
 
+    from kerve.registry.errors import KerveError
     from kerve.registry.plugins import PluginImportError
     from kerve.server.app import run_event_loop, serve
     from kerve.server.settings import Settings, flag_name
@@ -94,8 +95,31 @@ def cmd_serve(args) -> int:
         run_event_loop(serve(settings), settings.event_loop)
     except PluginImportError as exc:
         raise UserError(str(exc)) from None
+    except KerveError as exc:  # a store unreachable, a --model-dir model refused, ...
+        raise UserError(f"cannot start: {exc.message}") from None
     except OSError as exc:
         raise UserError(f"cannot start: {exc}") from None
+    return 0
+
+
+def cmd_health(args) -> int:
+    """Exit 0 only if grpc.health.v1 says SERVING; else one line and exit 1."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    from kerve.clients.client import channel_for
+
+    with channel_for(args.server) as channel:
+        request = health_pb2.HealthCheckRequest(service=args.service)
+        try:
+            status = health_pb2_grpc.HealthStub(channel).Check(request, timeout=args.timeout)
+        except grpc.RpcError as exc:
+            raise UserError(f"{args.server}: {exc.code().name}: {exc.details()}") from None
+    name = health_pb2.HealthCheckResponse.ServingStatus.Name(status.status)
+    if status.status != health_pb2.HealthCheckResponse.SERVING:
+        raise UserError(f"{args.server}: {name}")
+    if not args.quiet:
+        print(f"{args.server}: {name}")
     return 0
 
 
@@ -284,6 +308,17 @@ def build_parser() -> argparse.ArgumentParser:
                        "also be set in the environment as KERVE_<FLAG> (KERVE_MAX_BATCH_SIZE).")
     add_settings_arguments(s)
     s.set_defaults(func=cmd_serve)
+
+    h = sub.add_parser("health", help="exit 0 only if the server is SERVING",
+                       description="Ask grpc.health.v1 whether the server is SERVING: exit 0 "
+                       "if so, else print one line and exit 1 (for probes and scripts).")
+    h.add_argument("--server", default=_env("KERVE_SERVER", DEFAULT_SERVER),
+                   help="HOST:PORT or any gRPC target of the kerve server (env KERVE_SERVER)")
+    h.add_argument("--service", default="",
+                   help="a service name (default: the server as a whole)")
+    h.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the answer")
+    h.add_argument("--quiet", action="store_true", help="print nothing when SERVING")
+    h.set_defaults(func=cmd_health)
 
     u = client_command("upload", "upload a new version of a model")
     u.add_argument("name")

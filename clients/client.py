@@ -49,17 +49,30 @@ def model_dict(message: pb.Model) -> dict:
             "aliases": dict(message.aliases), "default_version": message.default_version}
 
 
+def channel_options(max_message_bytes: int = 64 << 20) -> list[tuple[str, object]]:
+    """Options of every channel a client opens. Round robin: with a target that names
+    several servers (``dns:///kerve-headless:8500``, ``ipv4:10.0.0.1:8500,10.0.0.2:8500``),
+    calls spread over all of them instead of sticking to the first."""
+    return [("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", max_message_bytes),
+            ("grpc.lb_policy_name", "round_robin")]
+
+
+def channel_for(target: str, credentials: grpc.ChannelCredentials | None = None,
+                max_message_bytes: int = 64 << 20) -> grpc.Channel:
+    options = channel_options(max_message_bytes)
+    return (grpc.secure_channel(target, credentials, options) if credentials
+            else grpc.insecure_channel(target, options))
+
+
 class Client:
     """``Client("localhost:8500")``; every call raises grpc.RpcError with the server's status."""
 
     def __init__(self, target: str = DEFAULT_SERVER, *, token: str | None = None,
                  timeout: float | None = None, credentials: grpc.ChannelCredentials | None = None,
                  max_message_bytes: int = 64 << 20) -> None:
-        options = [("grpc.max_receive_message_length", max_message_bytes),
-                   ("grpc.max_send_message_length", max_message_bytes)]
         self.target = target
-        self.channel = (grpc.secure_channel(target, credentials, options) if credentials
-                        else grpc.insecure_channel(target, options))
+        self.channel = channel_for(target, credentials, max_message_bytes)
         self.registry = registry_pb2_grpc.RegistryServiceStub(self.channel)
         self.timeout = timeout
         self.metadata = [("authorization", f"Bearer {token}")] if token else None

@@ -6,11 +6,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
-from typing import AsyncIterator, BinaryIO, Callable
+from typing import AsyncIterator, Awaitable, BinaryIO, Callable
 
 from kerve.registry.archive import split_keras_archive
 from kerve.registry.blobs import BlobStore
 from kerve.registry.database import Blob, Database, ModelInfo, NewVersion, VersionInfo
+from kerve.registry.errors import FailedPreconditionError
 from kerve.registry.names import VersionRef, check_alias, check_model_name
 from kerve.registry.uploads import (
     ARCHITECTURE,
@@ -30,23 +31,33 @@ class Registry:
     """Upload, list, resolve, alias and delete versions. Async: blocking work runs in
     threads, validation in the validation worker."""
 
-    def __init__(self, database: Database, blobs: BlobStore, validation: ValidationWorker,
-                 tmp_dir: Path, *, max_upload_bytes: int) -> None:
+    def __init__(self, database: Database, blobs: BlobStore,
+                 validation: ValidationWorker | None, tmp_dir: Path, *,
+                 max_upload_bytes: int) -> None:
+        """Without a validation worker the registry is read-only (an inference replica)."""
         self.database = database
         self.blobs = blobs
         self.validation = validation
         self.tmp_dir = Path(tmp_dir)
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
         self.max_upload_bytes = max_upload_bytes
-        self._listeners: list[Callable[[str], None]] = []
+        self._listeners: list[Callable[[str], Awaitable[None]]] = []
 
-    def on_change(self, listener: Callable[[str], None]) -> None:
-        """Call ``listener(model_name)`` after a version or alias of a model changes here."""
+    def on_change(self, listener: Callable[[str], Awaitable[None]]) -> None:
+        """Await ``listener(model_name)`` after a version or alias of a model changes here,
+        before the change's call returns: a write answered is a write this server knows."""
         self._listeners.append(listener)
 
-    def _changed(self, name: str) -> None:
+    async def _changed(self, name: str) -> None:
         for listener in self._listeners:
-            listener(name)
+            await listener(name)
+
+    def _check_writable(self) -> None:
+        if self.validation is None:
+            raise FailedPreconditionError(
+                "this server runs the inference role and takes no writes: send uploads, alias "
+                "moves and deletions to a server of the registry role (kerve serve --role "
+                "registry or all)")
 
     async def upload(self, header: UploadHeader, chunks: AsyncIterator[Chunk]) -> VersionInfo:
         """Receive, verify, validate and register one upload: the one way a version is made.
@@ -55,6 +66,7 @@ class Registry:
         sha256 digests are computed as the bytes arrive and kept. A refused upload leaves
         nothing behind: no version, no blob, no temporary file.
         """
+        self._check_writable()
         header.check(self.max_upload_bytes)
         staged = await asyncio.to_thread(StagedUpload, self.tmp_dir, header)
         try:
@@ -76,7 +88,7 @@ class Registry:
             await asyncio.to_thread(staged.discard)
         log.info("registered %s version %d (%d parameters)", info.name, info.version,
                  info.parameter_count)
-        self._changed(info.name)
+        await self._changed(info.name)
         return info
 
     async def _architecture_and_weights(
@@ -127,22 +139,25 @@ class Registry:
         return await asyncio.to_thread(self.database.resolve, ref)
 
     async def set_alias(self, name: str, alias: str, version: int) -> ModelInfo:
+        self._check_writable()
         info = await asyncio.to_thread(self.database.set_alias, check_model_name(name), alias,
                                        version)
-        self._changed(name)
+        await self._changed(name)
         return info
 
     async def delete_alias(self, name: str, alias: str) -> ModelInfo:
+        self._check_writable()
         info = await asyncio.to_thread(self.database.delete_alias, check_model_name(name),
                                        check_alias(alias))
-        self._changed(name)
+        await self._changed(name)
         return info
 
     async def delete_version(self, name: str, version: int) -> VersionInfo:
+        self._check_writable()
         info = await asyncio.to_thread(self.database.delete_version, check_model_name(name),
                                        version)
         await asyncio.to_thread(self._collect, [info.architecture.sha256, info.weights.sha256])
-        self._changed(name)
+        await self._changed(name)
         return info
 
     def open_blob(self, sha256: str) -> BinaryIO:

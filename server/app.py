@@ -2,6 +2,8 @@
 
 ``build_server`` reads as the list of its steps: storage and validation (the registry), the
 serving side (manager, batchers, data plane), the gRPC server with its services, the ports.
+The role decides which parts there are: a registry server loads no model (and imports no
+TensorFlow), an inference server takes no writes and validates nothing.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ class Server:
     grpc_server: grpc.aio.Server
     port: int
     metrics_port: int | None
-    manager: ModelManager
+    manager: ModelManager | None
     registry: Registry
     health: health_aio.HealthServicer
     services: list[str]
@@ -64,7 +66,8 @@ class Server:
         """Drain: report NOT_SERVING, finish in-flight requests, then stop everything."""
         await self.set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.grpc_server.stop(grace)
-        await self.manager.stop()
+        if self.manager is not None:
+            await self.manager.stop()
         for close in self.closers:
             close()
 
@@ -80,13 +83,24 @@ def _version() -> str:
 
 async def build_server(settings: Settings) -> Server:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    plugins = load_plugins(plugin_names(settings.plugins))
+    names = plugin_names(settings.plugins)
+    # Plugins import Keras: only where models are built in this process.
+    plugins = (load_plugins(names) if settings.serves_models or settings.validate_in_process
+               else Plugins(modules=names))
     metrics = Metrics()
     closers: list[Callable[[], None]] = []
     blobs = open_blob_store(settings.blobs_url(), cache_dir=settings.blob_cache_dir,
                             s3_endpoint=settings.s3_endpoint, s3_region=settings.s3_region)
-    registry = _open_registry(settings, plugins, blobs, closers)
-    manager, data_plane = _build_serving(settings, plugins, blobs, registry, metrics, closers)
+    await asyncio.to_thread(blobs.check)
+    registry = await asyncio.to_thread(_open_registry, settings, plugins, blobs, closers)
+    if settings.model_dir:
+        from kerve.server.model_dir import install_model_dir
+
+        await install_model_dir(registry, settings.model_dir, settings.model_name)
+    manager = data_plane = None
+    if settings.serves_models:
+        manager, data_plane = _build_serving(settings, plugins, blobs, registry, metrics,
+                                             closers)
     server = _grpc_server(settings)
     health = health_aio.HealthServicer()
     services = _add_services(server, registry, data_plane, metrics, health)
@@ -96,22 +110,40 @@ async def build_server(settings: Settings) -> Server:
                    closers)
     await built.set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
     await server.start()
-    await manager.start()
+    if manager is not None:
+        await manager.start()
+        _watch_other_replicas(registry, manager, closers)
+    log.info("role %s, registry %s, blobs %s", settings.role,
+             registry.database.engine.url.render_as_string(hide_password=True),
+             settings.blobs_url())
     return built
 
 
 def _open_registry(settings: Settings, plugins: Plugins, blobs: BlobStore,
                    closers: list) -> Registry:
-    """The registry database, the blob store and the validation worker behind uploads."""
+    """The registry database, the blob store and, where writes are taken, the validation
+    worker behind uploads (blocking: the database is checked and migrated here)."""
     database = Database(settings.database_url())
-    validation = ValidationWorker(plugins, allow_unsafe_lambda=settings.allow_unsafe_lambda,
-                                  isolated=not settings.validate_in_process,
-                                  timeout_s=settings.validation_timeout,
-                                  memory_limit_bytes=settings.validation_memory_limit_bytes)
-    validation.start()
-    closers += [validation.close, database.close]
+    closers.append(database.close)
+    validation = None
+    if settings.takes_writes:
+        validation = ValidationWorker(plugins, allow_unsafe_lambda=settings.allow_unsafe_lambda,
+                                      isolated=not settings.validate_in_process,
+                                      timeout_s=settings.validation_timeout,
+                                      memory_limit_bytes=settings.validation_memory_limit_bytes)
+        validation.start()
+        closers.insert(0, validation.close)
     return Registry(database, blobs, validation, settings.data_dir / "tmp",
                     max_upload_bytes=settings.max_upload_bytes)
+
+
+def _watch_other_replicas(registry: Registry, manager: ModelManager, closers: list) -> None:
+    """Changes made through other replicas: announced by the database where it can
+    (PostgreSQL LISTEN/NOTIFY), else found by the manager's poll."""
+    loop = asyncio.get_running_loop()
+    stop = registry.database.watch(lambda name: loop.call_soon_threadsafe(manager.sync_soon))
+    if stop is not None:
+        closers.insert(0, stop)
 
 
 def _build_serving(settings: Settings, plugins: Plugins, blobs: BlobStore, registry: Registry,
@@ -172,32 +204,39 @@ def _grpc_server(settings: Settings) -> grpc.aio.Server:
     options = [("grpc.max_receive_message_length", settings.max_message_bytes),
                ("grpc.max_send_message_length", settings.max_message_bytes),
                ("grpc.so_reuseport", 0)]
+    if settings.max_connection_age:
+        # Clients are sent GOAWAY and reconnect, through the Service, to any replica; calls
+        # in flight get the grace period to finish.
+        options += [("grpc.max_connection_age_ms", int(settings.max_connection_age * 1000)),
+                    ("grpc.max_connection_age_grace_ms", 30_000)]
     return grpc.aio.server(interceptors=interceptors, options=options)
 
 
-def _add_services(server: grpc.aio.Server, registry: Registry, data_plane: DataPlane,
+def _add_services(server: grpc.aio.Server, registry: Registry, data_plane: DataPlane | None,
                   metrics: Metrics, health: health_aio.HealthServicer) -> list[str]:
-    """Register every service; returns their names, which reflection and health then list."""
-    from tensorflow_serving.apis import (
-        model_service_pb2_grpc,
-        prediction_service_pb2_grpc,
-    )
-
-    from kerve.protos.inference import grpc_service_pb2_grpc
+    """Register every service the role has (the registry service always: an inference
+    server lists and downloads, and refuses writes with a status that says where they go);
+    returns their names, which reflection and health then list."""
     from kerve.protos.kerve.registry.v1 import registry_pb2_grpc
-    from kerve.server.kserve_servicer import KServeServicer
-    from kerve.server.registry_servicer import RegistryServicer
-    from kerve.server.tfserving_servicer import ModelServicer, PredictionServicer
+    from kerve.server.registry_servicer import RegistryServicer, stored
 
     services = GenericHandlersOnly(server)
-    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-        PredictionServicer(data_plane), services)
-    model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(data_plane),
-                                                             services)
-    grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
-        KServeServicer(data_plane, _version()), services)
+    if data_plane is not None:
+        from tensorflow_serving.apis import model_service_pb2_grpc as model_grpc
+        from tensorflow_serving.apis import prediction_service_pb2_grpc as prediction_grpc
+
+        from kerve.protos.inference import grpc_service_pb2_grpc
+        from kerve.server.kserve_servicer import KServeServicer
+        from kerve.server.tfserving_servicer import ModelServicer, PredictionServicer
+
+        prediction_grpc.add_PredictionServiceServicer_to_server(
+            PredictionServicer(data_plane), services)
+        model_grpc.add_ModelServiceServicer_to_server(ModelServicer(data_plane), services)
+        grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
+            KServeServicer(data_plane, _version()), services)
+    status_of = data_plane.version_status if data_plane is not None else stored
     registry_pb2_grpc.add_RegistryServiceServicer_to_server(
-        RegistryServicer(registry, metrics, data_plane.version_status), services)
+        RegistryServicer(registry, metrics, status_of), services)
     health_pb2_grpc.add_HealthServicer_to_server(health, services)
     reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
         reflection.aio.ReflectionServicer([*services.names, reflection.SERVICE_NAME]), services)
@@ -243,7 +282,7 @@ def _start_metrics(settings: Settings, metrics: Metrics, closers: list) -> int |
 
 
 async def _mark_serving_when_ready(server: Server) -> None:
-    while not server.manager.ready():
+    while server.manager is not None and not server.manager.ready():
         await asyncio.sleep(0.05)
     await server.set_health(health_pb2.HealthCheckResponse.SERVING)
     log.info("kerve is serving on port %d", server.port)
@@ -327,8 +366,9 @@ async def serve(settings: Settings) -> None:
             json.dump({"port": server.port, "metrics_port": server.metrics_port}, f)
         os.replace(tmp, settings.port_file)
     if settings.demo:
-        if settings.tokens_file or settings.tls_cert:
-            log.warning("--demo is skipped on a server with tokens or TLS")
+        if settings.tokens_file or settings.tls_cert or not settings.takes_writes:
+            log.warning("--demo is skipped on a server with tokens or TLS, or that takes no "
+                        "writes")
         else:
             await asyncio.to_thread(_upload_demo, server.port)
     ready = asyncio.get_running_loop().create_task(_mark_serving_when_ready(server))

@@ -73,13 +73,14 @@ class ModelManager:
         self._unloaded: set[str] = set()  # RepositoryModelUnload'ed, until loaded again
         self._tasks: set[asyncio.Task] = set()
         self._sync_lock = asyncio.Lock()
+        self._sync_waiting = False
         self._initial_sync_done = asyncio.Event()
         self._poller: asyncio.Task | None = None
 
     # --- lifecycle ------------------------------------------------------------------
 
     async def start(self) -> None:
-        self._registry.on_change(lambda name: self._spawn(self.sync()))
+        self._registry.on_change(self._changed_here)
         await self.sync()
         self._initial_sync_done.set()
         self._poller = asyncio.get_running_loop().create_task(self._poll())
@@ -99,6 +100,24 @@ class ModelManager:
                 self._unload_idle()
             except Exception:  # noqa: BLE001 - a bad poll must not stop polling
                 log.exception("registry sync failed")
+
+    async def _changed_here(self, name: str) -> None:
+        """A write through this server: re-read before it is answered, so that the next
+        request here (a status, a load on demand) already knows it."""
+        await self.sync()
+
+    def sync_soon(self) -> None:
+        """Re-read the registry soon: a change was made here or announced by another
+        replica. Announcements that arrive while a re-read waits to start share it."""
+        if self._sync_waiting:
+            return
+        self._sync_waiting = True
+
+        async def run() -> None:
+            async with self._sync_lock:
+                self._sync_waiting = False
+            await self.sync()
+        self._spawn(run())
 
     def _spawn(self, coro) -> asyncio.Task:
         task = asyncio.get_running_loop().create_task(coro)

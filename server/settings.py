@@ -22,6 +22,18 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, use_attribute_docstrings=True,
                                       extra="forbid", validate_assignment=True)
 
+    role: Literal["all", "registry", "inference"] = "all"
+    """What this server does: "registry" takes uploads, aliases, listing and downloads and
+    loads no model; "inference" serves models and refuses writes; "all" does both."""
+
+    model_dir: Path | None = None
+    """Single-model mode (KServe's /mnt/models): serve the .keras archive, or architecture
+    JSON + .weights.h5, found in this folder as --model-name, validated like an upload;
+    no other storage flag is needed."""
+
+    model_name: str | None = None
+    """The name the model of --model-dir is served under."""
+
     data_dir: Path = Path("./kerve-data")
     """Folder of the embedded storage: the SQLite database, blobs and temporary uploads."""
 
@@ -104,6 +116,10 @@ class Settings(BaseSettings):
     model_instances: int = Field(1, ge=1)
     """Model calls in flight per loaded version (threads running batches side by side)."""
 
+    max_connection_age: float | None = Field(None, gt=0)
+    """Seconds after which a client connection is closed (gracefully, after its calls end),
+    so that clients reconnect and spread over replicas behind one Service; none by default."""
+
     tokens_file: str | None = Field(None, json_schema_extra={"flag": "tokens"})
     """YAML/JSON mapping of bearer token to scope (read, write, admin); none: an open
     server."""
@@ -138,10 +154,22 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
-    def _tls_pair(self) -> "Settings":
+    def _pairs(self) -> "Settings":
         if bool(self.tls_cert) != bool(self.tls_key):
             raise ValueError("--tls-cert and --tls-key go together")
+        if bool(self.model_dir) != bool(self.model_name):
+            raise ValueError("--model-dir and --model-name go together")
+        if self.model_dir and self.role != "all":
+            raise ValueError("--model-dir serves one model on its own: --role must be all")
         return self
+
+    @property
+    def serves_models(self) -> bool:
+        return self.role in ("all", "inference")
+
+    @property
+    def takes_writes(self) -> bool:
+        return self.role in ("all", "registry")
 
     # --- derived values ---------------------------------------------------------------
 

@@ -27,7 +27,8 @@ def server_env() -> dict[str, str]:
 
 class KerveProcess:
     def __init__(self, data_dir: Path, *args: str, plugins=("seedzoo_layers",),
-                 credentials: grpc.ChannelCredentials | None = None) -> None:
+                 credentials: grpc.ChannelCredentials | None = None,
+                 env: dict[str, str] | None = None, wait: bool = True) -> None:
         self.credentials = credentials
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -41,7 +42,14 @@ class KerveProcess:
         self.log_path = self.data_dir / "server.log"
         self._log = open(self.log_path, "w")
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT,
-                                     env=server_env(), start_new_session=True)
+                                     env=server_env() | (env or {}), start_new_session=True)
+        self._port_file = port_file
+        if wait:
+            self.wait_started()
+
+    def wait_started(self) -> None:
+        """Wait for the port file, then for SERVING (servers started together wait in turn)."""
+        port_file = self._port_file
         deadline = time.monotonic() + 120
         while not port_file.exists():
             if self.proc.poll() is not None or time.monotonic() > deadline:
