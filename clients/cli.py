@@ -168,7 +168,8 @@ def cmd_upload(args) -> int:
         version = client.upload(
             args.name, keras_path=args.model, architecture=args.architecture,
             weights=args.weights, aliases=args.alias, description=args.description,
-            tags=_parse_tags(args.tag), progress=_progress_factory("upload"))
+            tags=_parse_tags(args.tag), examples=args.examples,
+            progress=_progress_factory("upload"))
     if args.json:
         _print_json(version)
     else:
@@ -217,6 +218,11 @@ def _print_model(model: dict) -> None:
         print(f"    inputs  {ins}\n    outputs {outs}")
         if v.get("custom_objects"):
             print(f"    custom objects {', '.join(v['custom_objects'])}")
+        if v.get("examples"):
+            print(f"    golden examples {v['examples']['sha256'][:12]} "
+                  f"({v['examples']['size']} bytes)")
+        for warning in v.get("warnings", []):
+            print(f"    warning: {warning}")
         if v.get("status_message"):
             print(f"    {v['status_message']}")
 
@@ -263,6 +269,8 @@ def cmd_download(args) -> int:
 def cmd_predict(args) -> int:
     import numpy as np
 
+    from kerve.clients.arrays import printable, read_input, text_or_bytes
+
     ref = _ref(args.ref)
     inputs = {}
     for item in args.input:
@@ -270,7 +278,7 @@ def cmd_predict(args) -> int:
             raise UserError(f"--input expects NAME=FILE.npy, got {item!r}")
         name, path = item.split("=", 1)
         try:
-            inputs[name] = np.load(path, allow_pickle=False)
+            inputs[name] = read_input(path)
         except (OSError, ValueError) as exc:
             raise UserError(f"cannot read {path}: {exc}") from None
     with _client(args) as client:
@@ -280,11 +288,11 @@ def cmd_predict(args) -> int:
         out = Path(args.output_dir)
         out.mkdir(parents=True, exist_ok=True)
         for name, arr in outputs.items():
+            arr = text_or_bytes(arr)
             np.save(out / f"{name}.npy", arr)
             print(f"{name}: {arr.dtype}{list(arr.shape)} -> {out / (name + '.npy')}")
     else:
-        _print_json({k: {"dtype": str(v.dtype), "shape": list(v.shape), "data": v.tolist()}
-                     for k, v in outputs.items()})
+        _print_json({k: printable(v) for k, v in outputs.items()})
     return 0
 
 
@@ -328,6 +336,9 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--alias", action="append", default=[], help="point this alias at it")
     u.add_argument("--description", default="")
     u.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE")
+    u.add_argument("--examples", metavar="EX.npz",
+                   help="golden examples (arrays input/NAME, output/NAME): the version "
+                   "serves only if it reproduces them")
     u.set_defaults(func=cmd_upload)
 
     m = client_command("models", "list models, or show one model's versions")
@@ -355,7 +366,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = client_command("predict", "one prediction; prints outputs or saves them")
     p.add_argument("ref", metavar="NAME[:VERSION|@ALIAS]")
     p.add_argument("--input", action="append", default=[], metavar="NAME=FILE.npy",
-                   required=True)
+                   required=True, help="an input from .npy, or .json (a list of numbers or "
+                   "strings)")
     p.add_argument("--output", action="append", default=[], help="only these outputs")
     p.add_argument("--output-dir", help="save each output as NAME.npy here")
     p.set_defaults(func=cmd_predict)

@@ -38,6 +38,8 @@ def version_dict(message: pb.ModelVersion) -> dict:
     d["weights_sha256"] = message.weights.sha256
     for part in ("architecture", "weights"):
         d[part]["size"] = int(d[part].get("size", 0))
+    if message.HasField("examples"):
+        d["examples"]["size"] = int(d["examples"].get("size", 0))
     for side in ("inputs", "outputs"):
         for spec in d["signature"].get(side, []):
             spec["shape"] = [int(x) for x in spec.get("shape", [])]
@@ -63,6 +65,35 @@ def channel_for(target: str, credentials: grpc.ChannelCredentials | None = None,
     options = channel_options(max_message_bytes)
     return (grpc.secure_channel(target, credentials, options) if credentials
             else grpc.insecure_channel(target, options))
+
+
+def save_examples(path: str | os.PathLike, examples: dict) -> Path:
+    """Write golden examples as the .npz an upload carries: ``examples`` maps
+    ``"input/NAME"`` and ``"output/NAME"`` to arrays, or is ``{"inputs": {NAME: array},
+    "outputs": {NAME: array}}``. Strings (str, bytes, or object arrays of them) are stored
+    as numpy str/bytes arrays, which the server reads without pickle."""
+    import numpy as np
+
+    flat = {}
+    for key, value in examples.items():
+        if key in ("inputs", "outputs") and isinstance(value, dict):
+            flat.update({f"{key[:-1]}/{name}": arr for name, arr in value.items()})
+        else:
+            flat[key] = value
+    arrays = {}
+    for key, value in flat.items():
+        arr = np.asarray(value)
+        if arr.dtype == np.object_:
+            items = arr.ravel().tolist()
+            if not all(isinstance(x, (bytes, str)) for x in items):
+                raise ValueError(f"examples {key!r}: object arrays must hold str or bytes")
+            arr = np.array([x.encode() if isinstance(x, str) else x for x in items],
+                           dtype=bytes).reshape(arr.shape)
+        arrays[key] = arr
+    path = Path(path)
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)
+    return path
 
 
 class Client:
@@ -95,9 +126,13 @@ class Client:
                architecture: str | os.PathLike | None = None,
                weights: str | os.PathLike | None = None, aliases: list[str] | tuple = (),
                description: str = "", tags: dict[str, str] | None = None,
+               examples: str | os.PathLike | dict | None = None,
                progress: Callable[[int, int], Progress] | None = None) -> dict:
         """Upload a new version: a keras.Model, a .keras archive, or architecture JSON and
-        HDF5 weights (weights alone reuse the current architecture). Returns the version."""
+        HDF5 weights (weights alone reuse the current architecture). Returns the version.
+
+        ``examples``: golden examples the version must reproduce before it serves, an .npz
+        path or a dict of arrays (see ``save_examples``)."""
         given = [x is not None for x in (model, keras_path)] + [
             architecture is not None or weights is not None]
         if sum(given) != 1:
@@ -116,6 +151,11 @@ class Client:
                 parts = [(pb.ARCHITECTURE, Path(architecture)), (pb.WEIGHTS, Path(weights))]
             else:
                 parts = [(pb.WEIGHTS, Path(weights))]
+            if isinstance(examples, dict):
+                tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="kerve-ex-")))
+                examples = save_examples(tmp / "examples.npz", examples)
+            if examples is not None:
+                parts.append((pb.EXAMPLES, Path(examples)))
             for _, path in parts:
                 if not path.is_file():
                     raise FileNotFoundError(f"no such file: {path}")
@@ -173,7 +213,8 @@ class Client:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         stream = self.registry.DownloadModelVersion(
-            pb.DownloadModelVersionRequest(name=name, version=version or 0, alias=alias or ""),
+            pb.DownloadModelVersionRequest(name=name, version=version or 0, alias=alias or "",
+                                           include_examples=True),
             timeout=self.timeout, metadata=self.metadata)
         header = None
         files: dict[int, Any] = {}
@@ -186,9 +227,12 @@ class Client:
                                     else "model.weights.h5")
                     paths = {pb.ARCHITECTURE: directory / "architecture.json",
                              pb.WEIGHTS: directory / weights_name}
+                    if header.HasField("examples"):
+                        paths[pb.EXAMPLES] = directory / "examples.npz"
                     files = {k: open(p, "wb") for k, p in paths.items()}
                     if progress:
-                        advance = progress(header.architecture.size + header.weights.size, 2)
+                        advance = progress(header.architecture.size + header.weights.size
+                                           + header.examples.size, len(paths))
                     continue
                 files[message.chunk.kind].write(message.chunk.data)
                 if advance:
@@ -201,6 +245,8 @@ class Client:
         result = version_dict(header)
         result["architecture_path"] = str(paths[pb.ARCHITECTURE])
         result["weights_path"] = str(paths[pb.WEIGHTS])
+        if pb.EXAMPLES in paths:
+            result["examples_path"] = str(paths[pb.EXAMPLES])
         return result
 
     # --- inference ---------------------------------------------------------------------

@@ -11,6 +11,7 @@ import math
 import numpy as np
 
 from kerve.registry.errors import InvalidArgumentError
+from kerve.registry.signature import numpy_dtype
 
 MAX_ELEMENTS = 1 << 31
 # A single typed value broadcast to its shape (as tf.make_ndarray does) allocates memory the
@@ -34,6 +35,7 @@ def _tf_types():
     from tensorflow.core.framework import types_pb2 as t
 
     return {
+        t.DT_BFLOAT16: (_bf16(), "half_val"),  # TF keeps bfloat16 bits in half_val too
         t.DT_FLOAT: (np.float32, "float_val"), t.DT_DOUBLE: (np.float64, "double_val"),
         t.DT_HALF: (np.float16, "half_val"), t.DT_INT8: (np.int8, "int_val"),
         t.DT_INT16: (np.int16, "int_val"), t.DT_INT32: (np.int32, "int_val"),
@@ -55,7 +57,8 @@ def tf_types() -> dict:
 
 
 def tf_dtype_enum(dtype: str) -> int:
-    np_type = np.dtype(dtype).type
+    """The TensorProto dtype enum of a signature or numpy dtype name ("string" is DT_STRING)."""
+    np_type = numpy_dtype(dtype).type
     for enum_value, (candidate, _) in tf_types().items():
         if candidate is np_type:
             return enum_value
@@ -88,8 +91,8 @@ def tensor_proto_to_ndarray(name: str, proto) -> np.ndarray:
     if np_type is np.object_:
         arr = np.empty(n, dtype=object)
         arr[:] = list(values)
-    elif np_type is np.float16:
-        arr = np.asarray(values, dtype=np.uint16).view(np.float16)
+    elif np_type is np.float16 or np_type is _bf16():
+        arr = np.asarray(values, dtype=np.uint16).view(np_type)
     else:
         arr = np.asarray(values, dtype=np_type)
     if n == 1 and count != 1:
@@ -103,6 +106,8 @@ def tensor_proto_to_ndarray(name: str, proto) -> np.ndarray:
 
 def ndarray_to_tensor_proto(arr: np.ndarray, proto) -> None:
     """Fill ``proto`` (a TensorProto) from ``arr`` with tensor_content."""
+    if arr.dtype.kind in "OSU":
+        arr = as_string_array(arr)
     proto.dtype = tf_dtype_enum(arr.dtype.name)
     for d in arr.shape:
         proto.tensor_shape.dim.add().size = int(d)
@@ -110,6 +115,26 @@ def ndarray_to_tensor_proto(arr: np.ndarray, proto) -> None:
         proto.string_val.extend(arr.ravel().tolist())
     else:
         proto.tensor_content = np.ascontiguousarray(arr).tobytes()
+
+
+def as_string_array(arr: np.ndarray) -> np.ndarray:
+    """A numpy array of text (str, bytes, or objects holding either) as the object array of
+    bytes that both protocols carry: str is encoded as UTF-8."""
+    if arr.dtype == np.object_ and all(isinstance(x, bytes) for x in arr.flat):
+        return arr
+    if arr.dtype.kind not in "OSU":
+        raise InvalidArgumentError(f"expected strings, got an array of {arr.dtype}")
+    out = np.empty(arr.shape, dtype=object)
+    flat = out.reshape(-1)
+    for i, item in enumerate(arr.flat):
+        if isinstance(item, (bytes, np.bytes_)):
+            flat[i] = bytes(item)
+        elif isinstance(item, str):
+            flat[i] = item.encode()
+        else:
+            raise InvalidArgumentError(
+                f"expected strings, got an element of type {type(item).__name__}")
+    return out
 
 
 # --- KServe v2 --------------------------------------------------------------------------
@@ -214,17 +239,20 @@ def v2_contents_to_ndarray(name: str, datatype: str, shape, contents) -> np.ndar
 
 
 def ndarray_to_v2_raw(arr: np.ndarray) -> bytes:
-    if arr.dtype == np.object_:
+    if arr.dtype.kind in "OSU":
         out = bytearray()
-        for item in arr.ravel():
-            data = item if isinstance(item, bytes) else str(item).encode()
+        for data in as_string_array(arr).ravel():
             out += len(data).to_bytes(4, "little") + data
         return bytes(out)
     return np.ascontiguousarray(arr).tobytes()
 
 
 def ndarray_to_v2_contents(arr: np.ndarray, contents) -> None:
+    if arr.dtype.kind in "SU":
+        arr = as_string_array(arr)
     datatype = v2_datatype(arr.dtype)
     if datatype not in _CONTENTS_FIELD:
         raise InvalidArgumentError(f"output of {datatype} can only be returned raw")
+    if datatype == "BYTES":
+        arr = as_string_array(arr)
     getattr(contents, _CONTENTS_FIELD[datatype]).extend(arr.ravel().tolist())

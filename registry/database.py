@@ -90,6 +90,10 @@ class VersionRow(Base):
     description: Mapped[str] = mapped_column(Text, nullable=False, default="")
     tags: Mapped[dict] = mapped_column(JSON, nullable=False)
     created: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    # Added by migration 0002.
+    warnings: Mapped[list] = mapped_column(JSON, nullable=False, default=list)
+    examples_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    examples_size: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     model: Mapped[ModelRow] = relationship(back_populates="versions")
 
 
@@ -128,6 +132,13 @@ class VersionInfo:
     tags: dict[str, str]
     created: datetime
     aliases: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    """What validation noticed but did not refuse (non-finite outputs on made-up data)."""
+    examples: Blob | None = None
+    """The golden examples (.npz) the version must reproduce at load, if uploaded with any."""
+
+    def blobs(self) -> list[Blob]:
+        return [self.architecture, self.weights] + ([self.examples] if self.examples else [])
 
 
 @dataclass
@@ -160,6 +171,8 @@ class NewVersion:
     parameter_count: int
     description: str = ""
     tags: dict[str, str] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    examples: Blob | None = None
 
 
 def _utc(dt: datetime) -> datetime:
@@ -237,7 +250,10 @@ class Database:
             keras_version=row.keras_version, tensorflow_version=row.tensorflow_version,
             parameter_count=row.parameter_count, description=row.description,
             tags=dict(row.tags), created=_utc(row.created),
-            aliases=sorted(a for a, v in aliases.items() if v == row.version))
+            aliases=sorted(a for a, v in aliases.items() if v == row.version),
+            warnings=list(row.warnings or []),
+            examples=(Blob(row.examples_sha256, row.examples_size or 0)
+                      if row.examples_sha256 else None))
 
     def list_models(self) -> list[ModelInfo]:
         with Session(self.engine) as s:
@@ -302,7 +318,9 @@ class Database:
                         custom_objects=new.custom_objects, keras_version=new.keras_version,
                         tensorflow_version=new.tensorflow_version,
                         parameter_count=new.parameter_count, description=new.description,
-                        tags=dict(new.tags), created=now)
+                        tags=dict(new.tags), created=now, warnings=list(new.warnings),
+                        examples_sha256=new.examples.sha256 if new.examples else None,
+                        examples_size=new.examples.size if new.examples else None)
                     s.add(row)
                     s.flush()
                     for alias in aliases:
@@ -391,7 +409,8 @@ class Database:
     def blob_in_use(self, sha256: str) -> bool:
         with Session(self.engine) as s:
             stmt = select(func.count()).select_from(VersionRow).where(
-                (VersionRow.architecture_sha256 == sha256) | (VersionRow.weights_sha256 == sha256))
+                (VersionRow.architecture_sha256 == sha256) | (VersionRow.weights_sha256 == sha256)
+                | (VersionRow.examples_sha256 == sha256))
             return s.scalar(stmt) > 0
 
     # --- change notification ----------------------------------------------------------

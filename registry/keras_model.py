@@ -196,7 +196,9 @@ def derive_signature(model) -> Signature:
     build = (model.get_build_config() or {}).get("input_shape")
     if build is None:
         raise InvalidArgumentError(f"cannot tell the input shape of subclassed model {model.name!r}")
-    shapes = list(build) if _is_shape_list(build) else [build]
+    # The batch dimension is free, whatever batch the model was built on: Keras's own
+    # model.predict takes any batch.
+    shapes = [_free_batch(s) for s in (list(build) if _is_shape_list(build) else [build])]
     dtype = keras.backend.standardize_dtype(model.input_dtype if hasattr(model, "input_dtype")
                                             else model.compute_dtype)
     in_specs = tuple(TensorSpec(f"input_{i}", dtype, _spec_shape(s)) for i, s in enumerate(shapes))
@@ -207,6 +209,11 @@ def derive_signature(model) -> Signature:
     return Signature(in_specs, tuple(
         TensorSpec(f"output_{i}", _tensor_dtype(t), _spec_shape(t.shape))
         for i, t in enumerate(flat)))
+
+
+def _free_batch(shape) -> list:
+    shape = list(shape)
+    return [None, *shape[1:]] if shape else shape
 
 
 def _has_graph(model) -> bool:

@@ -15,6 +15,7 @@ from kerve.registry.errors import FailedPreconditionError
 from kerve.registry.names import VersionRef, check_alias, check_model_name
 from kerve.registry.uploads import (
     ARCHITECTURE,
+    EXAMPLES,
     KERAS_ARCHIVE,
     WEIGHTS,
     Chunk,
@@ -73,7 +74,8 @@ class Registry:
             verified = await receive(staged, chunks)
             (architecture, arch_blob), (weights, weights_blob) = \
                 await self._architecture_and_weights(staged, verified, header.name)
-            report = await self.validation.validate(architecture, weights)
+            examples = staged.paths.get(EXAMPLES)
+            report = await self.validation.validate(architecture, weights, examples)
             new = NewVersion(
                 name=header.name, architecture=arch_blob, weights=weights_blob,
                 weights_format=report.weights_format, signature=report.signature,
@@ -81,9 +83,12 @@ class Registry:
                 keras_version=report.keras_version,
                 tensorflow_version=report.tensorflow_version,
                 parameter_count=report.parameter_count, description=header.description,
-                tags=dict(header.tags))
-            info = await asyncio.to_thread(self._store, new, header.aliases, staged.dir,
-                                           [(arch_blob, architecture), (weights_blob, weights)])
+                tags=dict(header.tags), warnings=report.warnings,
+                examples=verified.get(EXAMPLES))
+            files = [(arch_blob, architecture), (weights_blob, weights)]
+            if examples is not None:
+                files.append((verified[EXAMPLES], examples))
+            info = await asyncio.to_thread(self._store, new, header.aliases, staged.dir, files)
         finally:
             await asyncio.to_thread(staged.discard)
         log.info("registered %s version %d (%d parameters)", info.name, info.version,
@@ -156,7 +161,7 @@ class Registry:
         self._check_writable()
         info = await asyncio.to_thread(self.database.delete_version, check_model_name(name),
                                        version)
-        await asyncio.to_thread(self._collect, [info.architecture.sha256, info.weights.sha256])
+        await asyncio.to_thread(self._collect, [b.sha256 for b in info.blobs()])
         await self._changed(name)
         return info
 

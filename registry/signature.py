@@ -3,6 +3,24 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
+
+import numpy as np
+
+STRING = "string"
+"""The signature dtype of a string tensor (Keras's own name for it). On the wire it is
+DT_STRING (TF Serving) or BYTES (KServe v2); in numpy, an object array of bytes."""
+
+
+def numpy_dtype(name: str) -> np.dtype:
+    """The numpy dtype that carries a signature dtype."""
+    if name == STRING:
+        return np.dtype(object)
+    if name == "bfloat16":
+        import ml_dtypes
+
+        return np.dtype(ml_dtypes.bfloat16)
+    return np.dtype(name)
 
 
 @dataclass(frozen=True)
@@ -12,6 +30,11 @@ class TensorSpec:
     name: str
     dtype: str
     shape: tuple[int, ...]
+
+    @cached_property
+    def np_dtype(self) -> np.dtype:
+        """The numpy dtype of this tensor's arrays (an object array of bytes for strings)."""
+        return numpy_dtype(self.dtype)
 
     @property
     def batched(self) -> bool:

@@ -27,7 +27,9 @@ from kerve.registry.names import check_alias, check_model_name
 from kerve.registry.serving_options import check_serving_tags
 
 ARCHITECTURE, WEIGHTS, KERAS_ARCHIVE = "architecture", "weights", "keras"
-"""The kinds of part an upload is made of."""
+EXAMPLES = "examples"
+"""The kinds of part an upload is made of; EXAMPLES (golden examples, .npz) may join any
+accepted set."""
 
 ACCEPTED_PART_SETS = ([ARCHITECTURE, WEIGHTS], [KERAS_ARCHIVE], [WEIGHTS])
 MAX_TAGS, MAX_TAG_LEN, MAX_DESCRIPTION = 64, 256, 4096
@@ -66,10 +68,12 @@ class UploadHeader:
                 f"description is longer than {MAX_DESCRIPTION} characters")
         check_serving_tags(self.tags)
         kinds = sorted(p.kind for p in self.parts)
-        if kinds not in ACCEPTED_PART_SETS:
+        if sorted(k for k in kinds if k != EXAMPLES) not in ACCEPTED_PART_SETS \
+                or kinds.count(EXAMPLES) > 1:
             raise InvalidArgumentError(
                 "an upload is an architecture and weights, one .keras archive, or weights "
-                f"alone (reusing the current architecture); got parts: {kinds or 'none'}")
+                "alone (reusing the current architecture), each optionally with golden "
+                f"examples; got parts: {kinds or 'none'}")
         for p in self.parts:
             if p.size < 0:
                 raise InvalidArgumentError(f"part {p.kind}: negative size {p.size}")

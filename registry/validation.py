@@ -13,7 +13,7 @@ from pathlib import Path
 
 from kerve.registry.errors import InvalidArgumentError
 from kerve.registry.plugins import Plugins, load_plugins
-from kerve.registry.signature import Signature
+from kerve.registry.signature import Signature, TensorSpec
 
 
 @dataclass
@@ -28,11 +28,16 @@ class ValidationReport:
     keras_version: str
     tensorflow_version: str
     warnings: list[str] = field(default_factory=list)
+    """What the version is stored with and `kerve models show` prints (non-finite smoke
+    outputs); not a refusal."""
+    keras_warnings: list[str] = field(default_factory=list)
+    """Python warnings Keras raised while building the model: logged, not stored."""
 
 
 def validate_files(architecture: Path, weights: Path, plugins: Plugins,
-                   allow_unsafe_lambda: bool) -> ValidationReport:
-    """Deserialize safely, check the weights against the architecture, smoke-predict."""
+                   allow_unsafe_lambda: bool, examples: Path | None = None) -> ValidationReport:
+    """Deserialize safely, check the weights against the architecture, smoke-predict, and
+    check golden examples (if any) fit the signature."""
     import keras
     import tensorflow as tf
 
@@ -51,7 +56,11 @@ def validate_files(architecture: Path, weights: Path, plugins: Plugins,
         shown = ", ".join(unset[:10]) + (f" and {len(unset) - 10} more" if len(unset) > 10 else "")
         raise InvalidArgumentError(
             f"weights do not match the architecture: no saved value for {shown}")
-    _smoke_predict(model, signature)
+    signature, found = smoke_predict(model, signature)
+    if examples is not None:
+        from kerve.registry.examples import read_examples
+
+        read_examples(examples, signature)  # refuses examples that do not fit the signature
     return ValidationReport(
         signature=signature,
         weights_format=fmt,
@@ -60,29 +69,55 @@ def validate_files(architecture: Path, weights: Path, plugins: Plugins,
         parameter_count=int(model.count_params()),
         keras_version=keras.__version__,
         tensorflow_version=tf.__version__,
-        warnings=sorted({str(w.message)[:300] for w in caught}),
+        warnings=found,
+        keras_warnings=sorted({str(w.message)[:300] for w in caught}),
     )
 
 
-def _smoke_predict(model, signature: Signature) -> None:
+def smoke_predict(model, signature: Signature) -> tuple[Signature, list[str]]:
+    """Run the model once on made-up inputs (kerve.registry.smoke). A model that cannot run
+    is refused; non-finite outputs are only a warning, since the data was made up. Returns
+    the signature with each output's dtype and shape as the model really gives them
+    (Keras's symbolic ones are wrong for some layers: StringLookup(invert=True) says int64
+    and gives strings)."""
     import keras
     import numpy as np
 
     from kerve.registry.keras_model import model_inputs
+    from kerve.registry.smoke import FREE_DIM_SIZES, has_free_inner_dims, made_up_inputs
 
-    arrays = [np.zeros(tuple(1 if d == -1 else d for d in spec.shape), dtype=spec.dtype)
-              for spec in signature.inputs]
-    try:
-        outputs = model(model_inputs(signature, arrays), training=False)
-    except Exception as exc:  # noqa: BLE001
-        raise InvalidArgumentError(
-            f"smoke prediction on zeros of the signature's shapes failed: "
-            f"{' '.join(str(exc).split())[:600]}") from None
-    for spec, out in zip(signature.outputs, keras.tree.flatten(outputs)):
-        value = np.asarray(out)
-        if value.dtype.kind in "fc" and not np.isfinite(value).all():
+    sizes = FREE_DIM_SIZES if has_free_inner_dims(signature) else FREE_DIM_SIZES[:1]
+    for attempt, free in enumerate(sizes):
+        arrays = made_up_inputs(signature, model, free=free)
+        try:
+            outputs = model(model_inputs(signature, arrays), training=False)
+            break
+        except Exception as exc:  # noqa: BLE001
+            if attempt + 1 < len(sizes):
+                continue
+            shapes = ", ".join(f"{s.name} {list(a.shape)}" for s, a in
+                               zip(signature.inputs, arrays))
             raise InvalidArgumentError(
-                f"smoke prediction gave non-finite values in output {spec.name!r}")
+                f"smoke prediction on made-up inputs ({shapes}) failed: "
+                f"{' '.join(str(exc).split())[:600]}") from None
+    flat = keras.tree.flatten(outputs)
+    found, specs = [], []
+    for spec, out in zip(signature.outputs, flat):
+        value = np.asarray(out)
+        dtype = keras.backend.standardize_dtype(out.dtype)
+        specs.append(TensorSpec(spec.name, dtype, _agreeing_shape(spec.shape, value.shape)))
+        if value.dtype.kind in "fc" and not np.isfinite(value).all():
+            found.append(f"output {spec.name!r} was non-finite (NaN or inf) on made-up inputs "
+                         "in validation; check it on real data")
+    return Signature(signature.inputs, tuple(specs)), found
+
+
+def _agreeing_shape(declared: tuple[int, ...], actual: tuple[int, ...]) -> tuple[int, ...]:
+    """The declared output shape, with each dimension the model did not keep freed (-1):
+    RandomCrop declares its crop size but, outside training, hands back the whole image."""
+    if len(declared) != len(actual):
+        return tuple(-1 for _ in actual)
+    return tuple(d if d == -1 or d == a else -1 for d, a in zip(declared, actual))
 
 
 # --- entry points for a worker process -------------------------------------------------
@@ -106,13 +141,14 @@ def init_worker(plugin_names: list[str], allow_unsafe_lambda: bool,
     import keras  # noqa: F401  (pay the import once, at start)
 
 
-def validate_in_worker(architecture: str, weights: str) -> ValidationReport:
+def validate_in_worker(architecture: str, weights: str,
+                       examples: str | None = None) -> ValidationReport:
     assert _worker_plugins is not None, "init_worker was not run"
     import keras
 
     try:
         return validate_files(Path(architecture), Path(weights), _worker_plugins,
-                              _worker_allow_unsafe)
+                              _worker_allow_unsafe, Path(examples) if examples else None)
     finally:
         keras.backend.clear_session()  # a long-lived worker must not accumulate models
 

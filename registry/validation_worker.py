@@ -46,16 +46,18 @@ class ValidationWorker:
         if self._isolated:
             self._pool.submit(validation.warm_worker)
 
-    async def validate(self, architecture: Path, weights: Path) -> ValidationReport:
+    async def validate(self, architecture: Path, weights: Path,
+                       examples: Path | None = None) -> ValidationReport:
         if self._pool is None:
             self.start()
         loop = asyncio.get_running_loop()
         pool = self._pool
         if self._isolated:
-            call = (validation.validate_in_worker, str(architecture), str(weights))
+            call = (validation.validate_in_worker, str(architecture), str(weights),
+                    str(examples) if examples else None)
         else:
             call = (validation.validate_files, architecture, weights, self._plugins,
-                    self._allow_unsafe)
+                    self._allow_unsafe, examples)
         future = loop.run_in_executor(pool, *call)
         try:
             return await asyncio.wait_for(future, self._timeout_s)

@@ -219,6 +219,8 @@ class Batcher:
             parts = [p.arrays[i] for p in batch]
             if target > total:
                 pad = np.zeros((target - total, *parts[0].shape[1:]), dtype=parts[0].dtype)
+                if pad.dtype == np.object_:
+                    pad.fill(b"")  # string rows: zeros would be ints
                 parts.append(pad)
             merged.append(np.concatenate(parts, axis=0) if len(parts) > 1 else parts[0])
         return merged

@@ -193,7 +193,7 @@ def order_inputs(signature: Signature, inputs: dict[str, np.ndarray]) -> list[np
 
 
 def _check_tensor(spec: TensorSpec, arr: np.ndarray) -> None:
-    if arr.dtype != np.dtype(spec.dtype):
+    if arr.dtype != spec.np_dtype:
         raise InvalidArgumentError(
             f"input {spec.name!r}: expected dtype {spec.dtype}, got {arr.dtype}")
     expected = tuple(spec.shape)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
-
 from kerve.protos import codecs
 from kerve.protos.inference import grpc_service_pb2 as pb
 from kerve.protos.inference import grpc_service_pb2_grpc
@@ -43,7 +41,7 @@ class KServeServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
         for specs, target in ((signature.inputs, response.inputs),
                               (signature.outputs, response.outputs)):
             for spec in specs:
-                target.add(name=spec.name, datatype=codecs.v2_datatype(np.dtype(spec.dtype)),
+                target.add(name=spec.name, datatype=codecs.v2_datatype(spec.np_dtype),
                            shape=spec.shape)
         return response
 

@@ -12,6 +12,7 @@ import numpy as np
 
 from kerve.registry.blobs import BlobStore
 from kerve.registry.database import VersionInfo
+from kerve.registry.examples import Examples, check_reproduced, read_examples
 from kerve.registry.plugins import Plugins
 from kerve.registry.serving_options import ServingOptions, options_from_tags
 from kerve.registry.signature import Signature
@@ -68,6 +69,7 @@ def load_version(info: VersionInfo, blobs: BlobStore, plugins: Plugins, *,
     with tf.device(device):
         model, _ = km.build_model(config, plugins, allow_unsafe_lambda)
         km.load_weights(model, blobs.local_path(info.weights.sha256), info.weights_format)
+        # "string" is tf.string; string outputs come back as object arrays of bytes.
         specs = [tf.TensorSpec([None if d == -1 else d for d in s.shape], s.dtype, name=s.name)
                  for s in signature.inputs]
 
@@ -82,9 +84,10 @@ def load_version(info: VersionInfo, blobs: BlobStore, plugins: Plugins, *,
             with tf.device(device):
                 return [t.numpy() for t in call_flat([tf.constant(a) for a in arrays])]
 
-        warmup = options.batch_sizes() if options.jit_compile and signature.batchable else (1,)
-        for batch in warmup:
-            predict([np.zeros(_example_shape(s.shape, batch), s.dtype) for s in signature.inputs])
+        examples = _golden_examples(info, blobs)
+        if examples is not None:
+            check_golden(examples, predict, signature)
+        _warm_up(predict, signature, model, options, examples)
     seconds = time.perf_counter() - started
     log.info("loaded %s:%d on %s in %.2f s (%s call)", info.name, info.version, device,
              seconds, call_path)
@@ -113,8 +116,47 @@ def flat_caller(concrete) -> tuple[Callable[[list], list], str]:
     return call_concrete, "concrete"
 
 
-def _example_shape(shape: tuple[int, ...], batch: int) -> tuple[int, ...]:
-    if not shape:
-        return ()
-    first = batch if shape[0] == -1 else shape[0]
-    return (first, *(1 if d == -1 else d for d in shape[1:]))
+def _golden_examples(info: VersionInfo, blobs: BlobStore) -> Examples | None:
+    if info.examples is None:
+        return None
+    return read_examples(blobs.local_path(info.examples.sha256), info.signature)
+
+
+def check_golden(examples: Examples, predict: Callable, signature: Signature) -> None:
+    """FAILED_PRECONDITION (the version is FAILED) unless this device reproduces them."""
+    outputs = predict(examples.inputs)
+    check_reproduced(examples, {s.name: o for s, o in zip(signature.outputs, outputs)},
+                     signature)
+
+
+def warm_up_sizes(signature: Signature, options: ServingOptions,
+                  examples: Examples | None) -> list[int]:
+    """Every batch size the batcher will run before any request does: 1, the examples'
+    own batch, and under XLA each padded size (each compiles once)."""
+    if not signature.batchable:
+        return [examples.rows if examples is not None else 1]
+    sizes = {1}
+    if examples is not None:
+        sizes.add(examples.rows)
+    if options.jit_compile:
+        sizes.update(options.batch_sizes())
+    return sorted(sizes)
+
+
+def _warm_up(predict: Callable, signature: Signature, model, options: ServingOptions,
+             examples: Examples | None) -> None:
+    """Run each warm-up size once: the golden examples' rows where there are any (real
+    data takes the paths real requests take), else made-up inputs (kerve.registry.smoke)."""
+    from kerve.registry.smoke import FREE_DIM_SIZES, has_free_inner_dims, made_up_inputs
+
+    for rows in warm_up_sizes(signature, options, examples):
+        if examples is not None:
+            predict(examples.take(rows))
+            continue
+        sizes = FREE_DIM_SIZES if has_free_inner_dims(signature) else FREE_DIM_SIZES[:1]
+        for free in sizes:
+            try:
+                predict(made_up_inputs(signature, model, batch=rows, free=free))
+                break
+            except Exception as exc:  # noqa: BLE001 - made-up data; validation ran the model
+                log.debug("warm-up at batch %d, free dims %d: %s", rows, free, exc)

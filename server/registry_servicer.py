@@ -16,6 +16,7 @@ from kerve.registry.names import VersionRef
 from kerve.registry.registry import Registry
 from kerve.registry.uploads import (
     ARCHITECTURE,
+    EXAMPLES,
     KERAS_ARCHIVE,
     WEIGHTS,
     Chunk,
@@ -25,7 +26,8 @@ from kerve.registry.uploads import (
 from kerve.server.metrics import Metrics
 from kerve.server.states import VersionState, VersionStatus, state_words
 
-KIND_NAMES = {pb.ARCHITECTURE: ARCHITECTURE, pb.WEIGHTS: WEIGHTS, pb.KERAS_ARCHIVE: KERAS_ARCHIVE}
+KIND_NAMES = {pb.ARCHITECTURE: ARCHITECTURE, pb.WEIGHTS: WEIGHTS, pb.KERAS_ARCHIVE: KERAS_ARCHIVE,
+              pb.EXAMPLES: EXAMPLES}
 DOWNLOAD_CHUNK = 1 << 20
 
 
@@ -67,7 +69,9 @@ def version_proto(info: VersionInfo, status_of: StatusOf) -> pb.ModelVersion:
         layer_classes=info.layer_classes, custom_objects=info.custom_objects,
         keras_version=info.keras_version, tensorflow_version=info.tensorflow_version,
         parameter_count=info.parameter_count, description=info.description, tags=info.tags,
-        aliases=info.aliases)
+        aliases=info.aliases, warnings=info.warnings,
+        examples=(pb.Blob(sha256=info.examples.sha256, size=info.examples.size)
+                  if info.examples else None))
 
 
 async def _chunks(request_iterator):
@@ -136,7 +140,10 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         ref = VersionRef.of(request.name, request.version or None, request.alias or None)
         info = await self.registry.resolve(ref)
         yield pb.DownloadModelVersionResponse(header=version_proto(info, self.status_of))
-        for kind, blob in ((pb.ARCHITECTURE, info.architecture), (pb.WEIGHTS, info.weights)):
+        parts = [(pb.ARCHITECTURE, info.architecture), (pb.WEIGHTS, info.weights)]
+        if info.examples is not None and request.include_examples:
+            parts.append((pb.EXAMPLES, info.examples))
+        for kind, blob in parts:
             f = await asyncio.to_thread(self.registry.open_blob, blob.sha256)
             try:
                 while data := await asyncio.to_thread(f.read, DOWNLOAD_CHUNK):

@@ -167,7 +167,9 @@ def test_keras_archive_without_weights(client, tmp_path, leaves_nothing):
     assert "lacks model.weights.h5" in _status(e)[1]
 
 
-def test_non_finite_smoke_prediction_refused(client, zoo, tmp_path, leaves_nothing):
+def test_non_finite_smoke_prediction_is_a_warning_not_a_refusal(client, zoo, tmp_path):
+    """The smoke run's data is made up: non-finite outputs on it are recorded on the version
+    (and shown by `kerve models show`), not a reason to refuse it."""
     import numpy as np
 
     model, _ = zoo.ZOO["linear_sequential"]()
@@ -175,10 +177,8 @@ def test_non_finite_smoke_prediction_refused(client, zoo, tmp_path, leaves_nothi
     arch, w = tmp_path / "a.json", tmp_path / "w.weights.h5"
     arch.write_text(model.to_json())
     model.save_weights(w)
-    with pytest.raises(grpc.RpcError) as e:
-        client.upload("inf", architecture=arch, weights=w)
-    assert _status(e)[0] == grpc.StatusCode.INVALID_ARGUMENT
-    assert "non-finite" in _status(e)[1]
+    version = client.upload("inf", architecture=arch, weights=w)
+    assert len(version["warnings"]) == 1 and "non-finite" in version["warnings"][0]
 
 
 def _raw_upload(client, requests):

@@ -16,10 +16,12 @@ class PartKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ARCHITECTURE: _ClassVar[PartKind]
     WEIGHTS: _ClassVar[PartKind]
     KERAS_ARCHIVE: _ClassVar[PartKind]
+    EXAMPLES: _ClassVar[PartKind]
 PART_KIND_UNSPECIFIED: PartKind
 ARCHITECTURE: PartKind
 WEIGHTS: PartKind
 KERAS_ARCHIVE: PartKind
+EXAMPLES: PartKind
 
 class PartInfo(_message.Message):
     __slots__ = ("kind", "size", "sha256")
@@ -101,7 +103,7 @@ class Blob(_message.Message):
     def __init__(self, sha256: _Optional[str] = ..., size: _Optional[int] = ...) -> None: ...
 
 class ModelVersion(_message.Message):
-    __slots__ = ("name", "version", "status", "status_message", "created", "architecture", "weights", "weights_format", "signature", "layer_classes", "custom_objects", "keras_version", "tensorflow_version", "parameter_count", "description", "tags", "aliases")
+    __slots__ = ("name", "version", "status", "status_message", "created", "architecture", "weights", "weights_format", "signature", "layer_classes", "custom_objects", "keras_version", "tensorflow_version", "parameter_count", "description", "tags", "aliases", "warnings", "examples")
     class TagsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -126,6 +128,8 @@ class ModelVersion(_message.Message):
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     TAGS_FIELD_NUMBER: _ClassVar[int]
     ALIASES_FIELD_NUMBER: _ClassVar[int]
+    WARNINGS_FIELD_NUMBER: _ClassVar[int]
+    EXAMPLES_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: int
     status: str
@@ -143,7 +147,9 @@ class ModelVersion(_message.Message):
     description: str
     tags: _containers.ScalarMap[str, str]
     aliases: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., status: _Optional[str] = ..., status_message: _Optional[str] = ..., created: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., architecture: _Optional[_Union[Blob, _Mapping]] = ..., weights: _Optional[_Union[Blob, _Mapping]] = ..., weights_format: _Optional[str] = ..., signature: _Optional[_Union[Signature, _Mapping]] = ..., layer_classes: _Optional[_Iterable[str]] = ..., custom_objects: _Optional[_Iterable[str]] = ..., keras_version: _Optional[str] = ..., tensorflow_version: _Optional[str] = ..., parameter_count: _Optional[int] = ..., description: _Optional[str] = ..., tags: _Optional[_Mapping[str, str]] = ..., aliases: _Optional[_Iterable[str]] = ...) -> None: ...
+    warnings: _containers.RepeatedScalarFieldContainer[str]
+    examples: Blob
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., status: _Optional[str] = ..., status_message: _Optional[str] = ..., created: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., architecture: _Optional[_Union[Blob, _Mapping]] = ..., weights: _Optional[_Union[Blob, _Mapping]] = ..., weights_format: _Optional[str] = ..., signature: _Optional[_Union[Signature, _Mapping]] = ..., layer_classes: _Optional[_Iterable[str]] = ..., custom_objects: _Optional[_Iterable[str]] = ..., keras_version: _Optional[str] = ..., tensorflow_version: _Optional[str] = ..., parameter_count: _Optional[int] = ..., description: _Optional[str] = ..., tags: _Optional[_Mapping[str, str]] = ..., aliases: _Optional[_Iterable[str]] = ..., warnings: _Optional[_Iterable[str]] = ..., examples: _Optional[_Union[Blob, _Mapping]] = ...) -> None: ...
 
 class Model(_message.Message):
     __slots__ = ("name", "versions", "aliases", "default_version")
@@ -231,14 +237,16 @@ class DeleteModelVersionResponse(_message.Message):
     def __init__(self) -> None: ...
 
 class DownloadModelVersionRequest(_message.Message):
-    __slots__ = ("name", "version", "alias")
+    __slots__ = ("name", "version", "alias", "include_examples")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     ALIAS_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_EXAMPLES_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: int
     alias: str
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., alias: _Optional[str] = ...) -> None: ...
+    include_examples: bool
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., alias: _Optional[str] = ..., include_examples: _Optional[bool] = ...) -> None: ...
 
 class DownloadModelVersionResponse(_message.Message):
     __slots__ = ("header", "chunk")
