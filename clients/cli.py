@@ -213,8 +213,9 @@ def _print_model(model: dict) -> None:
         sig = v["signature"]
         ins = ", ".join(f"{t['name']}:{t['dtype']}{t['shape']}" for t in sig.get("inputs", []))
         outs = ", ".join(f"{t['name']}:{t['dtype']}{t['shape']}" for t in sig.get("outputs", []))
-        print(f"  version {v['version']}  {v['status']}  created {v['created']}  "
-              f"{v['parameter_count']} parameters")
+        print(f"  version {v['version']}  {v['status']}  created {v['created']}"
+              + (f" by {v['created_by']}" if v.get("created_by") else "")
+              + f"  {v['parameter_count']} parameters")
         print(f"    inputs  {ins}\n    outputs {outs}")
         if v.get("custom_objects"):
             print(f"    custom objects {', '.join(v['custom_objects'])}")
@@ -225,6 +226,13 @@ def _print_model(model: dict) -> None:
             print(f"    warning: {warning}")
         if v.get("status_message"):
             print(f"    {v['status_message']}")
+    if model.get("writes"):
+        print("  recent writes:")
+    for w in model.get("writes", []):
+        what = w["action"] + (f" {w['alias']}" if w.get("alias") else "") + \
+            (f" -> {w['version']}" if w.get("alias") and w.get("version")
+             else f" {w['version']}" if w.get("version") else "")
+        print(f"    {w['at']}  {what}  by {w['actor'] or '-'}")
 
 
 def cmd_alias(args) -> int:

@@ -46,6 +46,13 @@ def version_dict(message: pb.ModelVersion) -> dict:
     return d
 
 
+def write_dict(message: pb.Write) -> dict:
+    """One write: when, what, which version or alias, and the token's name."""
+    return {"at": message.at.ToDatetime().isoformat() + "Z", "action": message.action,
+            "version": message.version or None, "alias": message.alias or None,
+            "actor": message.actor}
+
+
 def model_dict(message: pb.Model) -> dict:
     return {"name": message.name, "versions": list(message.versions),
             "aliases": dict(message.aliases), "default_version": message.default_version}
@@ -189,7 +196,8 @@ class Client:
     def get_model(self, name: str) -> dict:
         response = self._call(self.registry.GetModel, pb.GetModelRequest(name=name))
         return {**model_dict(response.model),
-                "versions": [version_dict(v) for v in response.versions]}
+                "versions": [version_dict(v) for v in response.versions],
+                "writes": [write_dict(w) for w in response.writes]}
 
     def set_alias(self, name: str, alias: str, version: int) -> dict:
         response = self._call(self.registry.SetAlias,

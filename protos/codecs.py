@@ -23,6 +23,9 @@ def _element_count(name: str, shape) -> int:
     dims = [int(d) for d in shape]
     if any(d < 0 for d in dims):
         raise InvalidArgumentError(f"input {name!r}: negative dimension in shape {dims}")
+    if math.prod(d for d in dims if d) > MAX_ELEMENTS:  # even beside a zero: numpy cannot
+        # shape it (found by tests/server/test_fuzz.py: [2**31, 2**31, 0] of BF16)
+        raise InvalidArgumentError(f"input {name!r}: a dimension of shape {dims} is too large")
     count = math.prod(dims)
     if count > MAX_ELEMENTS:
         raise InvalidArgumentError(f"input {name!r}: shape {dims} is too large")

@@ -7,13 +7,15 @@ S3-compatible storage (``s3://BUCKET/PREFIX``, kerve.registry.s3_blobs) with a l
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import tempfile
+import time
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import BinaryIO, Iterator, Protocol
 
-from kerve.registry.errors import NotFoundError, UnavailableError
+from kerve.registry.errors import DataLossError, NotFoundError, UnavailableError
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
@@ -36,6 +38,9 @@ class BlobStore(Protocol):
         """A local file with the blob's bytes (a remote store caches it)."""
 
     def delete(self, sha256: str) -> None: ...
+
+    def list_blobs(self) -> Iterator[tuple[str, float]]:
+        """Every stored blob's sha256 and when it was written (epoch seconds)."""
 
     def check(self) -> None:
         """Raise StoreUnavailableError, with one line saying why, unless the store is usable."""
@@ -62,6 +67,9 @@ class LocalBlobStore:
         final = self._path(sha256)
         if final.exists():
             source.unlink(missing_ok=True)
+            # Fresh again: start-up recovery spares blobs younger than its grace, and this
+            # one is about to be referenced by a row not yet committed.
+            os.utime(final)
             return
         final.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -86,13 +94,30 @@ class LocalBlobStore:
             raise NotFoundError(f"blob {sha256} is missing from the store") from None
 
     def local_path(self, sha256: str) -> Path:
+        """The blob's file, its content checked against its sha256 first (DATA_LOSS if it
+        changed on disk): this is the path models are loaded from."""
         path = self._path(sha256)
         if not path.exists():
             raise NotFoundError(f"blob {sha256} is missing from the store")
+        verify_file(path, sha256)
         return path
 
     def delete(self, sha256: str) -> None:
         self._path(sha256).unlink(missing_ok=True)
+
+    def list_blobs(self) -> Iterator[tuple[str, float]]:
+        """Every blob, and (removed on the way) copies a crash left half-written that are
+        older than an hour: a put in progress is seconds old."""
+        stale = time.time() - 3600
+        for path in self.root.glob("*/*"):
+            try:
+                mtime = path.stat().st_mtime
+            except FileNotFoundError:
+                continue  # deleted meanwhile
+            if _SHA256.fullmatch(path.name):
+                yield path.name, mtime
+            elif path.name.endswith(".partial") and mtime < stale:
+                path.unlink(missing_ok=True)
 
     def check(self) -> None:
         try:
@@ -102,6 +127,21 @@ class LocalBlobStore:
         except OSError as e:
             raise StoreUnavailableError(
                 f"blob folder {self.root} is not writable: {e.strerror or e}") from None
+
+
+def verify_file(path: Path, sha256: str) -> None:
+    """DataLossError unless the file's content hashes to ``sha256``. One sequential read,
+    which also puts the file in the page cache for the reader that follows; hashlib
+    releases the GIL on large buffers, so serving threads keep running meanwhile."""
+    digest = hashlib.sha256()
+    with open(path, "rb", buffering=0) as f:
+        buf = bytearray(1 << 20)
+        view = memoryview(buf)
+        while n := f.readinto(buf):
+            digest.update(view[:n])
+    if digest.hexdigest() != sha256:
+        raise DataLossError(f"blob {sha256} is corrupt in the store: it no longer matches its "
+                            f"sha256 (its content hashes to {digest.hexdigest()})")
 
 
 def open_blob_store(url: str, *, cache_dir: Path, s3_endpoint: str | None = None,

@@ -94,6 +94,8 @@ class VersionRow(Base):
     warnings: Mapped[list] = mapped_column(JSON, nullable=False, default=list)
     examples_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
     examples_size: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    # Added by migration 0003: the name of the token that uploaded it.
+    created_by: Mapped[str] = mapped_column(String(160), nullable=False, default="")
     model: Mapped[ModelRow] = relationship(back_populates="versions")
 
 
@@ -105,6 +107,30 @@ class AliasRow(Base):
     alias: Mapped[str] = mapped_column(String(64), nullable=False)
     version: Mapped[int] = mapped_column(Integer, nullable=False)
     model: Mapped[ModelRow] = relationship(back_populates="aliases")
+
+
+class WriteRow(Base):
+    """One write and who made it (migration 0003); kept by model name, so that it outlives
+    what it changed."""
+
+    __tablename__ = "writes"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    model: Mapped[str] = mapped_column(String(128), nullable=False, index=True)
+    action: Mapped[str] = mapped_column(String(32), nullable=False)
+    version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    alias: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    actor: Mapped[str] = mapped_column(String(160), nullable=False)
+
+
+@dataclass(frozen=True)
+class Write:
+    at: datetime
+    model: str
+    action: str
+    version: int | None
+    alias: str | None
+    actor: str
 
 
 @dataclass(frozen=True)
@@ -136,6 +162,8 @@ class VersionInfo:
     """What validation noticed but did not refuse (non-finite outputs on made-up data)."""
     examples: Blob | None = None
     """The golden examples (.npz) the version must reproduce at load, if uploaded with any."""
+    created_by: str = ""
+    """The name of the token that uploaded it ("" before this was recorded)."""
 
     def blobs(self) -> list[Blob]:
         return [self.architecture, self.weights] + ([self.examples] if self.examples else [])
@@ -173,6 +201,7 @@ class NewVersion:
     tags: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     examples: Blob | None = None
+    created_by: str = ""
 
 
 def _utc(dt: datetime) -> datetime:
@@ -253,7 +282,8 @@ class Database:
             aliases=sorted(a for a, v in aliases.items() if v == row.version),
             warnings=list(row.warnings or []),
             examples=(Blob(row.examples_sha256, row.examples_size or 0)
-                      if row.examples_sha256 else None))
+                      if row.examples_sha256 else None),
+            created_by=row.created_by or "")
 
     def list_models(self) -> list[ModelInfo]:
         with Session(self.engine) as s:
@@ -320,11 +350,14 @@ class Database:
                         parameter_count=new.parameter_count, description=new.description,
                         tags=dict(new.tags), created=now, warnings=list(new.warnings),
                         examples_sha256=new.examples.sha256 if new.examples else None,
-                        examples_size=new.examples.size if new.examples else None)
+                        examples_size=new.examples.size if new.examples else None,
+                        created_by=new.created_by)
                     s.add(row)
                     s.flush()
+                    self._record(s, new.name, "upload", new.created_by, version=number)
                     for alias in aliases:
                         self._point_alias(s, model, alias, number)
+                        self._record(s, new.name, "set_alias", new.created_by, number, alias)
                     s.flush()
                     s.refresh(model)
                     self._notify(s, new.name)
@@ -365,31 +398,33 @@ class Database:
         else:
             row.version = version
 
-    def set_alias(self, name: str, alias: str, version: int) -> ModelInfo:
+    def set_alias(self, name: str, alias: str, version: int, actor: str = "") -> ModelInfo:
         check_alias(alias)
         with Session(self.engine) as s, s.begin():
             model = self._lock(s, name)
             if version not in {v.version for v in model.versions}:
                 raise NotFoundError(f"model {name!r} has no version {version}")
             self._point_alias(s, model, alias, version)
+            self._record(s, name, "set_alias", actor, version, alias)
             s.flush()
             s.refresh(model)
             self._notify(s, name)
             return self._info(model)
 
-    def delete_alias(self, name: str, alias: str) -> ModelInfo:
+    def delete_alias(self, name: str, alias: str, actor: str = "") -> ModelInfo:
         with Session(self.engine) as s, s.begin():
             model = self._lock(s, name)
             row = next((a for a in model.aliases if a.alias == alias), None)
             if row is None:
                 raise NotFoundError(f"model {name!r} has no alias {alias!r}")
             s.delete(row)
+            self._record(s, name, "delete_alias", actor, row.version, alias)
             s.flush()
             s.refresh(model)
             self._notify(s, name)
             return self._info(model)
 
-    def delete_version(self, name: str, version: int) -> VersionInfo:
+    def delete_version(self, name: str, version: int, actor: str = "") -> VersionInfo:
         """Delete a version; refused while an alias points at it."""
         with Session(self.engine) as s, s.begin():
             model = self._lock(s, name)
@@ -403,6 +438,7 @@ class Database:
                     f"{', '.join(pointing)}; move or delete them first")
             info = self._version_info(row, {})
             s.delete(row)
+            self._record(s, name, "delete_version", actor, version)
             self._notify(s, name)
             return info
 
@@ -412,6 +448,34 @@ class Database:
                 (VersionRow.architecture_sha256 == sha256) | (VersionRow.weights_sha256 == sha256)
                 | (VersionRow.examples_sha256 == sha256))
             return s.scalar(stmt) > 0
+
+    @staticmethod
+    def _record(s: Session, model: str, action: str, actor: str, version: int | None = None,
+                alias: str | None = None) -> None:
+        """Log a write in the transaction that makes it: no write without its record."""
+        s.add(WriteRow(at=datetime.now(timezone.utc), model=model, action=action,
+                       version=version, alias=alias, actor=actor[:160]))
+
+    def record_write(self, model: str, action: str, actor: str,
+                     version: int | None = None) -> None:
+        """Log a write the registry does not make (a load or unload on a server)."""
+        with Session(self.engine) as s, s.begin():
+            self._record(s, model, action, actor, version)
+
+    def recent_writes(self, model: str, limit: int = 20) -> list[Write]:
+        """A model's latest writes, newest first."""
+        with Session(self.engine) as s:
+            rows = s.scalars(select(WriteRow).where(WriteRow.model == model)
+                             .order_by(WriteRow.id.desc()).limit(limit)).all()
+            return [Write(_utc(r.at), r.model, r.action, r.version, r.alias, r.actor)
+                    for r in rows]
+
+    def referenced_blobs(self) -> set[str]:
+        """The sha256 of every blob some version references."""
+        with Session(self.engine) as s:
+            rows = s.execute(select(VersionRow.architecture_sha256, VersionRow.weights_sha256,
+                                    VersionRow.examples_sha256)).all()
+        return {sha for row in rows for sha in row if sha}
 
     # --- change notification ----------------------------------------------------------
 

@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
+import time
 from pathlib import Path
 from typing import AsyncIterator, Awaitable, BinaryIO, Callable
 
 from kerve.registry.archive import split_keras_archive
+from kerve.registry.audit import actor
 from kerve.registry.blobs import BlobStore
-from kerve.registry.database import Blob, Database, ModelInfo, NewVersion, VersionInfo
+from kerve.registry.database import Blob, Database, ModelInfo, NewVersion, VersionInfo, Write
 from kerve.registry.errors import FailedPreconditionError
+from kerve.registry.limits import UploadLimits, check_architecture_size
 from kerve.registry.names import VersionRef, check_alias, check_model_name
 from kerve.registry.uploads import (
     ARCHITECTURE,
@@ -34,8 +38,9 @@ class Registry:
 
     def __init__(self, database: Database, blobs: BlobStore,
                  validation: ValidationWorker | None, tmp_dir: Path, *,
-                 max_upload_bytes: int) -> None:
+                 max_upload_bytes: int, limits: UploadLimits | None = None) -> None:
         """Without a validation worker the registry is read-only (an inference replica)."""
+        self.limits = limits or UploadLimits()
         self.database = database
         self.blobs = blobs
         self.validation = validation
@@ -69,6 +74,9 @@ class Registry:
         """
         self._check_writable()
         header.check(self.max_upload_bytes)
+        for part in header.parts:
+            if part.kind == ARCHITECTURE:
+                check_architecture_size(part.size, self.limits)
         staged = await asyncio.to_thread(StagedUpload, self.tmp_dir, header)
         try:
             verified = await receive(staged, chunks)
@@ -84,7 +92,7 @@ class Registry:
                 tensorflow_version=report.tensorflow_version,
                 parameter_count=report.parameter_count, description=header.description,
                 tags=dict(header.tags), warnings=report.warnings,
-                examples=verified.get(EXAMPLES))
+                examples=verified.get(EXAMPLES), created_by=actor())
             files = [(arch_blob, architecture), (weights_blob, weights)]
             if examples is not None:
                 files.append((verified[EXAMPLES], examples))
@@ -104,7 +112,7 @@ class Registry:
             architecture, weights = staged.dir / "config.json", staged.dir / "model.weights.h5"
             arch_blob, weights_blob = await asyncio.to_thread(
                 split_keras_archive, staged.paths[KERAS_ARCHIVE], architecture, weights,
-                self.max_upload_bytes * 4)
+                self.max_upload_bytes, self.limits)
             return (architecture, arch_blob), (weights, weights_blob)
         if ARCHITECTURE in staged.paths:
             return ((staged.paths[ARCHITECTURE], verified[ARCHITECTURE]),
@@ -128,6 +136,31 @@ class Registry:
             self._collect([blob.sha256 for blob, _ in staged])
             raise
 
+    def recover(self, grace_s: float) -> tuple[int, int]:
+        """After a crash (blocking; at start-up, before any upload): empty the upload
+        temporary folder, which only this server writes, and delete blobs that no version
+        references and that are older than ``grace_s`` (an upload cut short between its
+        blobs and its row, a deletion between its row and its blobs). Younger ones may be an
+        upload in progress on another replica. Returns (temporary entries, blobs) removed."""
+        tmp = 0
+        for entry in list(self.tmp_dir.iterdir()):
+            tmp += 1
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+        cutoff = time.time() - grace_s
+        # Listed before the rows are read: a blob put and committed in between is in both.
+        candidates = [sha for sha, mtime in self.blobs.list_blobs() if mtime <= cutoff]
+        referenced = self.database.referenced_blobs()
+        orphans = [sha for sha in candidates if sha not in referenced]
+        for sha in orphans:
+            self.blobs.delete(sha)
+        if tmp or orphans:
+            log.warning("recovered from an unclean stop: removed %d temporary upload "
+                        "file(s) and %d blob(s) no version references", tmp, len(orphans))
+        return tmp, len(orphans)
+
     def _collect(self, shas: list[str]) -> None:
         """Delete blobs that no version references any more."""
         for sha in set(shas):
@@ -146,24 +179,31 @@ class Registry:
     async def set_alias(self, name: str, alias: str, version: int) -> ModelInfo:
         self._check_writable()
         info = await asyncio.to_thread(self.database.set_alias, check_model_name(name), alias,
-                                       version)
+                                       version, actor())
         await self._changed(name)
         return info
 
     async def delete_alias(self, name: str, alias: str) -> ModelInfo:
         self._check_writable()
         info = await asyncio.to_thread(self.database.delete_alias, check_model_name(name),
-                                       check_alias(alias))
+                                       check_alias(alias), actor())
         await self._changed(name)
         return info
 
     async def delete_version(self, name: str, version: int) -> VersionInfo:
         self._check_writable()
         info = await asyncio.to_thread(self.database.delete_version, check_model_name(name),
-                                       version)
+                                       version, actor())
         await asyncio.to_thread(self._collect, [b.sha256 for b in info.blobs()])
         await self._changed(name)
         return info
+
+    async def recent_writes(self, name: str) -> list[Write]:
+        return await asyncio.to_thread(self.database.recent_writes, check_model_name(name))
+
+    async def record_write(self, name: str, action: str, version: int | None = None) -> None:
+        """Log a write made outside the registry (a load or unload), by the current actor."""
+        await asyncio.to_thread(self.database.record_write, name, action, actor(), version)
 
     def open_blob(self, sha256: str) -> BinaryIO:
         return self.blobs.open(sha256)

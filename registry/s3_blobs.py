@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 from typing import BinaryIO, Self
 
-from kerve.registry.blobs import StoreUnavailableError, _check
+from kerve.registry.blobs import StoreUnavailableError, _check, verify_file
 from kerve.registry.errors import DataLossError, NotFoundError
 
 log = logging.getLogger(__name__)
@@ -197,7 +197,12 @@ class S3BlobStore:
         """The cached file; downloaded, verified and cached first if it is not there."""
         final = self.cache_path(sha256)
         if final.exists():
-            return final
+            try:
+                verify_file(final, sha256)
+                return final
+            except DataLossError:  # the cache went bad, not the store: fetch it again
+                log.warning("cached blob %s is corrupt; downloading it again", sha256)
+                final.unlink(missing_ok=True)
         final.parent.mkdir(parents=True, exist_ok=True)
         body = self._get(sha256)
         fd, tmp_name = tempfile.mkstemp(dir=final.parent, prefix=f".{sha256}.", suffix=".part")
@@ -222,6 +227,17 @@ class S3BlobStore:
         key = self.key(sha256)
         self._call("delete", lambda: self.client.delete_object(Bucket=self.bucket, Key=key))
         self.cache_path(sha256).unlink(missing_ok=True)
+
+    def list_blobs(self):
+        """Every object under the prefix whose name is a sha256, with its LastModified."""
+        prefix = f"{self.prefix}/" if self.prefix else ""
+        paginator = self.client.get_paginator("list_objects_v2")
+        for page in self._call("list", lambda: list(paginator.paginate(Bucket=self.bucket,
+                                                                        Prefix=prefix))):
+            for obj in page.get("Contents", ()):
+                name = obj["Key"].rsplit("/", 1)[-1]
+                if len(name) == 64 and all(c in "0123456789abcdef" for c in name):
+                    yield name, obj["LastModified"].timestamp()
 
     def check(self) -> None:
         """head_bucket, failing fast, with one line that says what is wrong."""

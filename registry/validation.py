@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kerve.registry.errors import InvalidArgumentError
+from kerve.registry.limits import UploadLimits, check_weights_file, read_architecture
 from kerve.registry.plugins import Plugins, load_plugins
 from kerve.registry.signature import Signature, TensorSpec
 
@@ -35,7 +36,8 @@ class ValidationReport:
 
 
 def validate_files(architecture: Path, weights: Path, plugins: Plugins,
-                   allow_unsafe_lambda: bool, examples: Path | None = None) -> ValidationReport:
+                   allow_unsafe_lambda: bool, examples: Path | None = None,
+                   limits: UploadLimits | None = None) -> ValidationReport:
     """Deserialize safely, check the weights against the architecture, smoke-predict, and
     check golden examples (if any) fit the signature."""
     import keras
@@ -43,7 +45,10 @@ def validate_files(architecture: Path, weights: Path, plugins: Plugins,
 
     from kerve.registry import keras_model as km
 
-    config = km.parse_architecture(Path(architecture).read_bytes())
+    limits = limits or UploadLimits()
+    # Bounds first (kerve.registry.limits): nothing below allocates what the input declares.
+    config = read_architecture(architecture, limits)
+    check_weights_file(weights, limits)
     fmt = km.weights_format(weights)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -124,14 +129,17 @@ def _agreeing_shape(declared: tuple[int, ...], actual: tuple[int, ...]) -> tuple
 
 _worker_plugins: Plugins | None = None
 _worker_allow_unsafe = False
+_worker_limits: UploadLimits | None = None
 
 
 def init_worker(plugin_names: list[str], allow_unsafe_lambda: bool,
-                memory_limit_bytes: int | None) -> None:
+                memory_limit_bytes: int | None, limits: UploadLimits | None = None) -> None:
     """Process-pool initializer: limits, quiet TensorFlow, plugins imported once."""
-    global _worker_plugins, _worker_allow_unsafe
+    global _worker_plugins, _worker_allow_unsafe, _worker_limits
+    _worker_limits = limits
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ["CUDA_VISIBLE_DEVICES"] = ""  # validation never takes GPU memory
+    os.nice(10)  # serving threads get the CPU first (bench/load_isolation.py)
     if memory_limit_bytes:
         import resource
 
@@ -148,7 +156,8 @@ def validate_in_worker(architecture: str, weights: str,
 
     try:
         return validate_files(Path(architecture), Path(weights), _worker_plugins,
-                              _worker_allow_unsafe, Path(examples) if examples else None)
+                              _worker_allow_unsafe, Path(examples) if examples else None,
+                              _worker_limits)
     finally:
         keras.backend.clear_session()  # a long-lived worker must not accumulate models
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from kerve.registry import validation
 from kerve.registry.errors import InvalidArgumentError
+from kerve.registry.limits import UploadLimits
 from kerve.registry.plugins import Plugins
 from kerve.registry.validation import ValidationReport
 
@@ -23,7 +24,9 @@ class ValidationWorker:
     """Validates (architecture, weights) files into a ValidationReport."""
 
     def __init__(self, plugins: Plugins, *, allow_unsafe_lambda: bool, isolated: bool,
-                 timeout_s: float, memory_limit_bytes: int | None, workers: int = 1) -> None:
+                 timeout_s: float, memory_limit_bytes: int | None, workers: int = 1,
+                 limits: UploadLimits | None = None) -> None:
+        self._limits = limits or UploadLimits()
         self._plugins = plugins
         self._allow_unsafe = allow_unsafe_lambda
         self._isolated = isolated
@@ -38,7 +41,8 @@ class ValidationWorker:
         return ProcessPoolExecutor(
             self._workers, mp_context=multiprocessing.get_context("spawn"),
             initializer=validation.init_worker,
-            initargs=(self._plugins.modules, self._allow_unsafe, self._memory_limit))
+            initargs=(self._plugins.modules, self._allow_unsafe, self._memory_limit,
+                      self._limits))
 
     def start(self) -> None:
         """Start the workers and have them import TensorFlow now, not on the first upload."""
@@ -57,7 +61,7 @@ class ValidationWorker:
                     str(examples) if examples else None)
         else:
             call = (validation.validate_files, architecture, weights, self._plugins,
-                    self._allow_unsafe, examples)
+                    self._allow_unsafe, examples, self._limits)
         future = loop.run_in_executor(pool, *call)
         try:
             return await asyncio.wait_for(future, self._timeout_s)

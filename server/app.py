@@ -31,7 +31,8 @@ from kerve.registry.serving_options import ServingOptions
 from kerve.registry.validation_worker import ValidationWorker
 from kerve.server.batching import Batcher
 from kerve.server.data_plane import DataPlane
-from kerve.server.interceptors import ErrorInterceptor, TokenInterceptor, load_tokens
+from kerve.server.interceptors import AccessInterceptor, ErrorInterceptor
+from kerve.server.tokens import TokenTable
 from kerve.server.loader import LoadedModel, load_version, pick_device
 from kerve.server.manager import ModelManager, Served
 from kerve.server.metrics import Metrics
@@ -57,6 +58,8 @@ class Server:
     """The full names of the gRPC services registered, health and reflection included."""
     closers: list[Callable[[], None]] = field(default_factory=list)
     """What ``stop`` shuts down after the manager, in order."""
+    tokens: TokenTable | None = None
+    """The tokens in force (None: no tokens file); reloaded on SIGHUP and file changes."""
 
     async def set_health(self, status: int) -> None:
         for service in [OVERALL, *self.services]:
@@ -101,13 +104,14 @@ async def build_server(settings: Settings) -> Server:
     if settings.serves_models:
         manager, data_plane = _build_serving(settings, plugins, blobs, registry, metrics,
                                              closers)
-    server = _grpc_server(settings)
+    tokens = _token_table(settings)
+    server = _grpc_server(settings, tokens)
     health = health_aio.HealthServicer()
     services = _add_services(server, registry, data_plane, metrics, health)
     port = _bind(server, settings)
     metrics_port = _start_metrics(settings, metrics, closers)
     built = Server(settings, server, port, metrics_port, manager, registry, health, services,
-                   closers)
+                   closers, tokens)
     await built.set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
     await server.start()
     if manager is not None:
@@ -130,11 +134,16 @@ def _open_registry(settings: Settings, plugins: Plugins, blobs: BlobStore,
         validation = ValidationWorker(plugins, allow_unsafe_lambda=settings.allow_unsafe_lambda,
                                       isolated=not settings.validate_in_process,
                                       timeout_s=settings.validation_timeout,
-                                      memory_limit_bytes=settings.validation_memory_limit_bytes)
+                                      memory_limit_bytes=settings.validation_memory_limit_bytes,
+                                      limits=settings.upload_limits())
         validation.start()
         closers.insert(0, validation.close)
-    return Registry(database, blobs, validation, settings.data_dir / "tmp",
-                    max_upload_bytes=settings.max_upload_bytes)
+    registry = Registry(database, blobs, validation, settings.data_dir / "tmp",
+                        max_upload_bytes=settings.max_upload_bytes,
+                        limits=settings.upload_limits())
+    if settings.takes_writes:  # a reader never deletes: the writers own the store
+        registry.recover(settings.orphan_grace)
+    return registry
 
 
 def _watch_other_replicas(registry: Registry, manager: ModelManager, closers: list) -> None:
@@ -195,12 +204,33 @@ def _batcher(settings: Settings, pool: ThreadPoolExecutor, metrics: Metrics,
                    observe=observe)
 
 
-def _grpc_server(settings: Settings) -> grpc.aio.Server:
-    interceptors: list[grpc.aio.ServerInterceptor] = [ErrorInterceptor()]
-    if settings.tokens_file:
-        interceptors.insert(0, TokenInterceptor(load_tokens(settings.tokens_file)))
-    else:
-        log.warning("no tokens file: the server is open to every client (see --tokens)")
+def _token_table(settings: Settings) -> TokenTable | None:
+    if not settings.tokens_file:
+        return None
+    try:
+        return TokenTable(settings.tokens_file)
+    except Exception as exc:  # noqa: BLE001 - unreadable, not YAML, bad scopes: one line
+        detail = " ".join(str(exc).split())[:300]
+        raise ValueError(f"tokens file {settings.tokens_file} cannot be used: {detail} "
+                         "(--tokens, KERVE_TOKENS_FILE)") from None
+
+
+def access_line(settings: Settings, tokens: TokenTable | None) -> str:
+    """What the start-up line says about who may do what."""
+    if tokens is not None:
+        return (f"access: {len(tokens)} token(s) from {settings.tokens_file} (reloaded on "
+                "SIGHUP or when the file changes)")
+    if settings.allow_open_writes:
+        return ("access: OPEN, no tokens and --allow-open-writes: anyone who reaches this "
+                "port can read, upload and delete")
+    return ("access: no tokens; reads open to every client, writes only from this machine "
+            "(configure --tokens, or pass --allow-open-writes)")
+
+
+def _grpc_server(settings: Settings, tokens: TokenTable | None) -> grpc.aio.Server:
+    interceptors: list[grpc.aio.ServerInterceptor] = [
+        AccessInterceptor(tokens, allow_open_writes=settings.allow_open_writes),
+        ErrorInterceptor()]
     options = [("grpc.max_receive_message_length", settings.max_message_bytes),
                ("grpc.max_send_message_length", settings.max_message_bytes),
                ("grpc.so_reuseport", 0)]
@@ -358,8 +388,8 @@ async def serve(settings: Settings) -> None:
     server = await build_server(settings)
     log.info("event loop: %s", type(asyncio.get_running_loop()).__module__.split(".")[0])
     print(f"kerve listening on {settings.host}:{server.port}"
-          + (f", metrics on :{server.metrics_port}/metrics" if server.metrics_port else ""),
-          flush=True)
+          + (f", metrics on :{server.metrics_port}/metrics" if server.metrics_port else "")
+          + f"; {access_line(settings, server.tokens)}", flush=True)
     if settings.port_file:
         tmp = f"{settings.port_file}.tmp"
         with open(tmp, "w") as f:
@@ -376,7 +406,14 @@ async def serve(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    watch = None
+    if server.tokens is not None:
+        tokens = server.tokens
+        loop.add_signal_handler(signal.SIGHUP, lambda: loop.run_in_executor(None, tokens.reload))
+        watch = loop.create_task(tokens.watch())
     await stop.wait()
     ready.cancel()
+    if watch is not None:
+        watch.cancel()
     log.info("draining")
     await server.stop()

@@ -6,21 +6,23 @@ traceback and answers INTERNAL with a short generic message.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from typing import Awaitable, Callable
 
 import grpc
 
+from kerve.registry.audit import current_actor
 from kerve.registry.errors import (
     InvalidArgumentError,
     KerveError,
     PermissionDeniedError,
     UnauthenticatedError,
 )
+from kerve.server.tokens import SCOPES, Principal, load_tokens  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
 
-SCOPES = ("read", "write", "admin")
 # Methods that need more than read; health and reflection need nothing.
 _WRITE = {"UploadModel", "SetAlias", "DeleteAlias"}
 _ADMIN = {"DeleteModelVersion", "RepositoryModelLoad", "RepositoryModelUnload"}
@@ -147,26 +149,109 @@ def required_scope(method: str) -> str | None:
     return "read"
 
 
-class TokenInterceptor(grpc.aio.ServerInterceptor):
-    """``authorization: Bearer TOKEN`` against a token -> scope table."""
+class AccessInterceptor(grpc.aio.ServerInterceptor):
+    """Who may call what, and who made each write.
 
-    def __init__(self, tokens: dict[str, str]) -> None:
+    With tokens: ``authorization: Bearer TOKEN`` against the token table (reloaded in
+    place: kerve.server.tokens). Without: reads are open, and writes are taken only from
+    loopback peers unless the operator said the server is open (--allow-open-writes). A
+    write that passes runs with ``current_actor`` set to the token's name (or
+    ``anonymous@HOST``), which the registry records. Reads are let through unwrapped: the
+    inference path pays one dict lookup.
+    """
+
+    def __init__(self, tokens=None, *, allow_open_writes: bool = False) -> None:
+        if isinstance(tokens, dict):
+            tokens = _StaticTokens(tokens)
         self._tokens = tokens
+        self._allow_open_writes = allow_open_writes
 
     async def intercept_service(self, continuation, details: grpc.HandlerCallDetails):
         needed = required_scope(details.method)
         handler = await continuation(details)
         if needed is None or handler is None:  # open, or no such method: UNIMPLEMENTED
             return handler
+        if self._tokens is None:
+            if needed == "read":
+                return handler
+            return _as_actor(handler, None, loopback_only=not self._allow_open_writes)
         header = dict(details.invocation_metadata or ()).get("authorization", "")
         token = header[7:].strip() if header.lower().startswith("bearer ") else ""
-        scope = self._tokens.get(token) if token else None
+        principal = self._tokens.lookup(token) if token else None
+        scope = principal.scope if principal else None
         if scope is None or SCOPES.index(scope) < SCOPES.index(needed):
             error = (UnauthenticatedError("missing or unknown bearer token") if scope is None
                      else PermissionDeniedError(f"token scope {scope!r} cannot call this "
                                                 f"method (needs {needed!r})"))
             return _refusal(handler, error)
-        return handler
+        if needed == "read":
+            return handler
+        return _as_actor(handler, principal.name, loopback_only=False)
+
+
+TokenInterceptor = AccessInterceptor  # the name it had before writes were open by default
+
+
+class _StaticTokens:
+    """A fixed token -> scope table (tests, embedding)."""
+
+    def __init__(self, tokens: dict) -> None:
+        self._tokens = {t: p if isinstance(p, Principal) else Principal(p, t[:8] + "...")
+                        for t, p in tokens.items()}
+
+    def lookup(self, token: str) -> Principal | None:
+        return self._tokens.get(token)
+
+
+def is_loopback(peer: str) -> bool:
+    """Whether a grpc peer string (ipv4:127.0.0.1:5, ipv6:[::1]:5, unix:...) is this
+    machine."""
+    kind, _, rest = peer.partition(":")
+    if kind in ("unix", "unix-abstract"):
+        return True
+    host = rest.rsplit(":", 1)[0].strip("[]") if kind in ("ipv4", "ipv6") else ""
+    try:
+        address = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return False
+    mapped = getattr(address, "ipv4_mapped", None)
+    return (mapped or address).is_loopback
+
+
+OPEN_WRITES_REFUSED = (
+    "this server has no tokens and takes writes only from this machine: configure tokens "
+    "(--tokens) or start it with --allow-open-writes")
+
+
+def _as_actor(handler, name: str | None, *, loopback_only: bool):
+    """The handler, run with ``current_actor`` set; ``name`` None: anonymous@HOST, and
+    refused from a non-loopback peer when ``loopback_only``."""
+
+    async def enter(context):
+        peer = context.peer() or ""
+        if name is not None:
+            return current_actor.set(name)
+        if loopback_only and not is_loopback(peer):
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, OPEN_WRITES_REFUSED)
+        host = peer.partition(":")[2].rsplit(":", 1)[0] or peer
+        return current_actor.set(f"anonymous@{host}")
+
+    def wrap(behavior):
+        async def run(request_or_iterator, context):
+            token = await enter(context)
+            try:
+                return await behavior(request_or_iterator, context)
+            finally:
+                current_actor.reset(token)
+        return run
+
+    kwargs = dict(request_deserializer=handler.request_deserializer,
+                  response_serializer=handler.response_serializer)
+    if handler.unary_unary:
+        return grpc.unary_unary_rpc_method_handler(wrap(handler.unary_unary), **kwargs)
+    if handler.stream_unary:
+        return grpc.stream_unary_rpc_method_handler(wrap(handler.stream_unary), **kwargs)
+    return handler  # writes are unary or client-streaming
 
 
 def _refusal(handler, error: KerveError):
@@ -184,19 +269,3 @@ def _refusal(handler, error: KerveError):
     if handler.stream_unary:
         return grpc.stream_unary_rpc_method_handler(refuse, **kwargs)
     return grpc.unary_unary_rpc_method_handler(refuse, **kwargs)
-
-
-def load_tokens(path) -> dict[str, str]:
-    """A YAML or JSON mapping of token to scope (read, write or admin)."""
-    import yaml
-
-    with open(path) as f:
-        data = yaml.safe_load(f) or {}
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a mapping of token to scope")
-    tokens = {}
-    for token, scope in data.items():
-        if scope not in SCOPES:
-            raise ValueError(f"{path}: scope {scope!r} is not one of {', '.join(SCOPES)}")
-        tokens[str(token)] = scope
-    return tokens

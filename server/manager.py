@@ -20,6 +20,7 @@ from typing import AsyncIterator, Callable
 
 from kerve.registry.database import ModelInfo, VersionInfo
 from kerve.registry.errors import (
+    DataLossError,
     FailedPreconditionError,
     KerveError,
     NotFoundError,
@@ -27,6 +28,7 @@ from kerve.registry.errors import (
 )
 from kerve.registry.names import VersionRef
 from kerve.registry.registry import Registry
+from kerve.server.load_priority import lower_thread_priority, sharing_the_gil
 from kerve.server.loader import LoadedModel
 from kerve.server.states import VersionState as State
 
@@ -41,6 +43,7 @@ class Served:
     version: int
     state: State = State.LOADING
     reason: str = ""
+    data_loss: bool = False  # FAILED because a blob no longer matches its sha256
     loaded: LoadedModel | None = None
     runner: object | None = None  # the version's Batcher
     in_flight: int = 0
@@ -66,7 +69,9 @@ class ModelManager:
         self._idle_unload_s = idle_unload_s
         self._memory_budget = memory_budget_bytes
         self._on_loaded = on_loaded
-        self._pool = ThreadPoolExecutor(load_workers, thread_name_prefix="kerve-load")
+        self._pool = ThreadPoolExecutor(load_workers, thread_name_prefix="kerve-load",
+                                        initializer=lower_thread_priority)
+        self._background_load = sharing_the_gil(load)
         self._served: dict[tuple[str, int], Served] = {}
         self._models: dict[str, ModelInfo] = {}
         self._defaults: dict[str, int] = {}  # the version default requests go to now
@@ -145,7 +150,17 @@ class ModelManager:
                 name, version = key
                 info = models.get(name)
                 if info is None or version not in info.versions:
+                    if info is not None and self._successor_loading(name, version, info):
+                        continue  # _promote retires it once its successor is READY
                     self._begin_unload(served)
+
+    def _successor_loading(self, name: str, version: int, info: ModelInfo) -> bool:
+        """Whether ``version``, deleted from the registry, is the default requests still go
+        to while the new default loads: it keeps answering them until then (found by the
+        soak: a rollout that deletes the old version at once must not fail requests)."""
+        successor = self._served.get((name, info.default_version))
+        return (self._defaults.get(name) == version and successor is not None
+                and successor.state is State.LOADING)
 
     def _start_load(self, name: str, version: int, weights_bytes: int) -> Served:
         # The size is counted from the start, before any await, so that room made for
@@ -166,7 +181,8 @@ class ModelManager:
     async def _load_one(self, served: Served) -> None:
         try:
             info = await self._registry.resolve(VersionRef(served.name, served.version))
-            loaded = await asyncio.get_running_loop().run_in_executor(self._pool, self._load, info)
+            loaded = await asyncio.get_running_loop().run_in_executor(
+                self._pool, self._background_load, info)
             if served.state is State.UNLOADING:  # unloaded or deleted while it loaded
                 return
             served.loaded = loaded
@@ -176,6 +192,7 @@ class ModelManager:
                 self._on_loaded(served)
         except KerveError as exc:
             served.state, served.reason = State.FAILED, exc.message
+            served.data_loss = isinstance(exc, DataLossError)
             log.warning("version %s:%d failed to load: %s", served.name, served.version, exc.message)
             return
         except Exception as exc:  # noqa: BLE001
@@ -275,8 +292,8 @@ class ModelManager:
         if served.state is State.LOADING:
             raise UnavailableError(f"model {ref.name} version {version} is loading; retry shortly")
         if served.state is State.FAILED:
-            raise FailedPreconditionError(
-                f"model {ref.name} version {version} failed to load: {served.reason}")
+            error = DataLossError if served.data_loss else FailedPreconditionError
+            raise error(f"model {ref.name} version {version} failed to load: {served.reason}")
         served.in_flight += 1
         served.last_used = time.monotonic()
         served.drained.clear()
@@ -298,19 +315,21 @@ class ModelManager:
         if info is None:
             raise NotFoundError(f"model {name!r} not found")
         version = info.default_version
+        await self._registry.record_write(name, "load", version)
         served = self._served.get((name, version))
         if served is None or served.state in (State.FAILED, State.UNLOADING):
             # a FAILED one is retried
             served = self._start_load(name, version, info.weights_bytes.get(version, 0))
         await served.settled.wait()
         if served.state is State.FAILED:
-            raise FailedPreconditionError(
-                f"model {name} version {served.version} failed to load: {served.reason}")
+            error = DataLossError if served.data_loss else FailedPreconditionError
+            raise error(f"model {name} version {served.version} failed to load: {served.reason}")
 
     async def unload_model(self, name: str) -> None:
         if name not in self._models:
             raise NotFoundError(f"model {name!r} not found")
         self._unloaded.add(name)
+        await self._registry.record_write(name, "unload")
         for served in [s for s in self._served.values() if s.name == name]:
             self._begin_unload(served)
 

@@ -10,7 +10,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from kerve.protos.kerve.registry.v1 import registry_pb2 as pb
 from kerve.protos.kerve.registry.v1 import registry_pb2_grpc
-from kerve.registry.database import ModelInfo, VersionInfo
+from kerve.registry.database import ModelInfo, VersionInfo, Write
 from kerve.registry.errors import InvalidArgumentError, KerveError
 from kerve.registry.names import VersionRef
 from kerve.registry.registry import Registry
@@ -42,6 +42,13 @@ def model_proto(info: ModelInfo) -> pb.Model:
                     default_version=info.default_version)
 
 
+def write_proto(write: Write) -> pb.Write:
+    at = Timestamp()
+    at.FromDatetime(write.at)
+    return pb.Write(at=at, action=write.action, version=write.version or 0,
+                    alias=write.alias or "", actor=write.actor)
+
+
 StatusOf = Callable[[str, int], VersionStatus]
 """A version's state in this server (a registry-only server has none loaded: STORED)."""
 
@@ -69,7 +76,7 @@ def version_proto(info: VersionInfo, status_of: StatusOf) -> pb.ModelVersion:
         layer_classes=info.layer_classes, custom_objects=info.custom_objects,
         keras_version=info.keras_version, tensorflow_version=info.tensorflow_version,
         parameter_count=info.parameter_count, description=info.description, tags=info.tags,
-        aliases=info.aliases, warnings=info.warnings,
+        aliases=info.aliases, warnings=info.warnings, created_by=info.created_by,
         examples=(pb.Blob(sha256=info.examples.sha256, size=info.examples.size)
                   if info.examples else None))
 
@@ -119,8 +126,10 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
 
     async def GetModel(self, request, context):
         info, versions = await self.registry.get_model(request.name)
+        writes = await self.registry.recent_writes(request.name)
         return pb.GetModelResponse(model=model_proto(info),
-                                   versions=[version_proto(v, self.status_of) for v in versions])
+                                   versions=[version_proto(v, self.status_of) for v in versions],
+                                   writes=[write_proto(w) for w in writes])
 
     async def SetAlias(self, request, context):
         if request.version <= 0:

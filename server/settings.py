@@ -89,6 +89,37 @@ class Settings(BaseSettings):
     validation_memory_mb: int | None = Field(None, gt=0)
     """Address-space limit of the validation worker (RLIMIT_AS), MiB; none by default."""
 
+    max_architecture_kb: int = Field(4096, gt=0)
+    """Largest architecture (Keras config JSON, or an archive's config.json), KiB: a config
+    is kilobytes to a few megabytes; a larger one is refused before it is read."""
+
+    max_archive_members: int = Field(64, gt=0)
+    """Most members a .keras archive may hold (Keras writes three, plus assets)."""
+
+    max_archive_member_mb: int = Field(64, gt=0)
+    """Largest member of a .keras archive besides its config and weights (metadata,
+    assets), MiB, as its directory declares; the weights member is bounded by
+    --max-upload-mb."""
+
+    max_config_depth: int = Field(100, gt=0)
+    """Deepest nesting of JSON objects and lists in an architecture (a functional model
+    nests about 15 deep, each nested model about 10 more)."""
+
+    max_layers: int = Field(10000, gt=0)
+    """Most layers an architecture may list, nested models' layers included."""
+
+    max_weight_datasets: int = Field(100000, gt=0)
+    """Most datasets (variables) a weights HDF5 file may hold."""
+
+    max_weight_dataset_mb: int = Field(8192, gt=0)
+    """Largest size one weights dataset may declare (shape x item size), MiB; all datasets
+    together may declare no more than the file holds."""
+
+    orphan_grace: float = Field(3600.0, ge=0)
+    """Seconds after which, at start-up, a blob no version references is deleted (an upload
+    or deletion cut short by a crash); younger ones may belong to an upload in progress on
+    another replica. The upload temporary folder is emptied at start-up."""
+
     poll_interval: float = Field(5.0, gt=0)
     """Seconds between re-reads of the registry (changes made through other replicas)."""
 
@@ -123,6 +154,11 @@ class Settings(BaseSettings):
     tokens_file: str | None = Field(None, json_schema_extra={"flag": "tokens"})
     """YAML/JSON mapping of bearer token to scope (read, write, admin); none: an open
     server."""
+
+    allow_open_writes: bool = False
+    """Without --tokens, take uploads, alias moves, deletions, loads and unloads from any
+    client, not only from this machine (loopback): for a server behind a network policy
+    that already decides who reaches it. Reads are open either way."""
 
     tls_cert: str | None = None
     """PEM certificate chain of the gRPC port; with --tls-key, the port speaks TLS only."""
@@ -195,6 +231,17 @@ class Settings(BaseSettings):
     @property
     def memory_budget_bytes(self) -> int | None:
         return self.memory_budget_mb << 20 if self.memory_budget_mb else None
+
+    def upload_limits(self):
+        from kerve.registry.limits import UploadLimits
+
+        return UploadLimits(
+            architecture_bytes=self.max_architecture_kb << 10,
+            archive_members=self.max_archive_members,
+            archive_member_bytes=self.max_archive_member_mb << 20,
+            config_depth=self.max_config_depth, layers=self.max_layers,
+            weight_datasets=self.max_weight_datasets,
+            weight_dataset_bytes=self.max_weight_dataset_mb << 20)
 
     @property
     def validation_memory_limit_bytes(self) -> int | None:

@@ -93,6 +93,13 @@ class KerveProcess:
                 return int(line.split()[1])
         raise RuntimeError("no VmRSS")
 
+    def kill(self) -> None:
+        """kill -9 the server and everything it started (its validation worker too)."""
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+        self._log.close()
+
     def stop(self) -> int:
         if self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGTERM)

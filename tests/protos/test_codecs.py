@@ -76,13 +76,20 @@ def test_typed_contents_round_trip_and_wrong_field_hint():
 
 @pytest.mark.parametrize("shape, message", [
     ([2**40, 2**40], "too large"),            # the product overflows 64 bits
-    ([2**62, 2**62, 0, 2**62], "needs 0"),    # zero elements, huge dimensions: no data
+    ([2**62, 2**62, 0, 2**62], "too large"),  # zero elements, huge dimensions
+    ([0, 2**31 + 1], "too large"),
     ([-1, 4], "negative dimension"),
     ([3, 2**31], "too large"),
 ])
 def test_shapes_are_checked_before_allocating(shape, message):
     with pytest.raises(InvalidArgumentError, match=message):
         codecs.v2_raw_to_ndarray("x", "FP32", shape, b"\x00" * 8)
+
+
+def test_zero_elements_beside_a_huge_dimension_are_refused_typed_too():
+    with pytest.raises(InvalidArgumentError, match="too large"):
+        codecs.v2_contents_to_ndarray("x", "INT32", [717, 2**63 - 1, 0],
+                                      pb.InferTensorContents())
 
 
 def test_raw_of_the_wrong_length_is_refused():

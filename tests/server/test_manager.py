@@ -188,3 +188,42 @@ def test_idle_on_demand_versions_unload():
         await manager.stop()
 
     asyncio.run(main())
+
+
+def test_deleted_default_serves_until_its_successor_is_ready():
+    """A rollout that moves the default and deletes the old version at once: default
+    requests keep going to the old one until the new one is READY (never UNAVAILABLE)."""
+    import threading
+
+    async def main():
+        from kerve.registry.names import VersionRef
+
+        models = {"m": ModelInfo("m", [1, 2], {"production": 1})}
+        registry = FakeRegistry(models, {})
+        release = threading.Event()
+
+        def load(info):
+            if info.version == 2:
+                release.wait(10)
+            return FakeLoaded(info)
+
+        manager = ModelManager(registry, load, lambda loaded: object(), poll_interval_s=3600,
+                               idle_unload_s=3600)
+        await manager.start()
+        await settle(manager, "m", 1)
+        models["m"] = ModelInfo("m", [2], {"production": 2})  # moved, and 1 deleted
+        await manager.sync()
+        async with manager.acquire(VersionRef("m")) as served:
+            assert served.version == 1
+        with pytest.raises(NotFoundError):  # by number, a deleted version is gone
+            async with manager.acquire(VersionRef("m", 1)):
+                pass
+        release.set()
+        await settle(manager, "m", 2)
+        async with manager.acquire(VersionRef("m")) as served:
+            assert served.version == 2
+        await asyncio.sleep(0.05)
+        assert manager.status("m", 1) is None
+        await manager.stop()
+
+    asyncio.run(main())

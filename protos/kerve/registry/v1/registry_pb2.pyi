@@ -103,7 +103,7 @@ class Blob(_message.Message):
     def __init__(self, sha256: _Optional[str] = ..., size: _Optional[int] = ...) -> None: ...
 
 class ModelVersion(_message.Message):
-    __slots__ = ("name", "version", "status", "status_message", "created", "architecture", "weights", "weights_format", "signature", "layer_classes", "custom_objects", "keras_version", "tensorflow_version", "parameter_count", "description", "tags", "aliases", "warnings", "examples")
+    __slots__ = ("name", "version", "status", "status_message", "created", "architecture", "weights", "weights_format", "signature", "layer_classes", "custom_objects", "keras_version", "tensorflow_version", "parameter_count", "description", "tags", "aliases", "warnings", "examples", "created_by")
     class TagsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -130,6 +130,7 @@ class ModelVersion(_message.Message):
     ALIASES_FIELD_NUMBER: _ClassVar[int]
     WARNINGS_FIELD_NUMBER: _ClassVar[int]
     EXAMPLES_FIELD_NUMBER: _ClassVar[int]
+    CREATED_BY_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: int
     status: str
@@ -149,7 +150,8 @@ class ModelVersion(_message.Message):
     aliases: _containers.RepeatedScalarFieldContainer[str]
     warnings: _containers.RepeatedScalarFieldContainer[str]
     examples: Blob
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., status: _Optional[str] = ..., status_message: _Optional[str] = ..., created: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., architecture: _Optional[_Union[Blob, _Mapping]] = ..., weights: _Optional[_Union[Blob, _Mapping]] = ..., weights_format: _Optional[str] = ..., signature: _Optional[_Union[Signature, _Mapping]] = ..., layer_classes: _Optional[_Iterable[str]] = ..., custom_objects: _Optional[_Iterable[str]] = ..., keras_version: _Optional[str] = ..., tensorflow_version: _Optional[str] = ..., parameter_count: _Optional[int] = ..., description: _Optional[str] = ..., tags: _Optional[_Mapping[str, str]] = ..., aliases: _Optional[_Iterable[str]] = ..., warnings: _Optional[_Iterable[str]] = ..., examples: _Optional[_Union[Blob, _Mapping]] = ...) -> None: ...
+    created_by: str
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., status: _Optional[str] = ..., status_message: _Optional[str] = ..., created: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., architecture: _Optional[_Union[Blob, _Mapping]] = ..., weights: _Optional[_Union[Blob, _Mapping]] = ..., weights_format: _Optional[str] = ..., signature: _Optional[_Union[Signature, _Mapping]] = ..., layer_classes: _Optional[_Iterable[str]] = ..., custom_objects: _Optional[_Iterable[str]] = ..., keras_version: _Optional[str] = ..., tensorflow_version: _Optional[str] = ..., parameter_count: _Optional[int] = ..., description: _Optional[str] = ..., tags: _Optional[_Mapping[str, str]] = ..., aliases: _Optional[_Iterable[str]] = ..., warnings: _Optional[_Iterable[str]] = ..., examples: _Optional[_Union[Blob, _Mapping]] = ..., created_by: _Optional[str] = ...) -> None: ...
 
 class Model(_message.Message):
     __slots__ = ("name", "versions", "aliases", "default_version")
@@ -187,12 +189,28 @@ class GetModelRequest(_message.Message):
     def __init__(self, name: _Optional[str] = ...) -> None: ...
 
 class GetModelResponse(_message.Message):
-    __slots__ = ("model", "versions")
+    __slots__ = ("model", "versions", "writes")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    WRITES_FIELD_NUMBER: _ClassVar[int]
     model: Model
     versions: _containers.RepeatedCompositeFieldContainer[ModelVersion]
-    def __init__(self, model: _Optional[_Union[Model, _Mapping]] = ..., versions: _Optional[_Iterable[_Union[ModelVersion, _Mapping]]] = ...) -> None: ...
+    writes: _containers.RepeatedCompositeFieldContainer[Write]
+    def __init__(self, model: _Optional[_Union[Model, _Mapping]] = ..., versions: _Optional[_Iterable[_Union[ModelVersion, _Mapping]]] = ..., writes: _Optional[_Iterable[_Union[Write, _Mapping]]] = ...) -> None: ...
+
+class Write(_message.Message):
+    __slots__ = ("at", "action", "version", "alias", "actor")
+    AT_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    ALIAS_FIELD_NUMBER: _ClassVar[int]
+    ACTOR_FIELD_NUMBER: _ClassVar[int]
+    at: _timestamp_pb2.Timestamp
+    action: str
+    version: int
+    alias: str
+    actor: str
+    def __init__(self, at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., action: _Optional[str] = ..., version: _Optional[int] = ..., alias: _Optional[str] = ..., actor: _Optional[str] = ...) -> None: ...
 
 class SetAliasRequest(_message.Message):
     __slots__ = ("name", "alias", "version")

@@ -1,0 +1,55 @@
+"""Migration 0003 (who made each write) on SQLite and PostgreSQL: a registry written at
+0002 upgrades with its versions intact (created by nobody recorded), records writes, and
+downgrades again."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import create_engine, text
+
+from kerve.registry.database import Blob, Database, NewVersion
+from kerve.registry.signature import Signature
+from tests.registry.test_migrations import _alembic, db_url  # noqa: F401 (fixture)
+
+
+def test_0002_registry_upgrades_and_downgrades(db_url):  # noqa: F811
+    _alembic(db_url, "upgrade", "0002")
+    engine = create_engine(db_url)
+    now = datetime.now(UTC)
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO models (id, name, next_version, created) "
+                          "VALUES (1, 'old', 2, :now)"), {"now": now})
+        conn.execute(text(
+            "INSERT INTO versions (model_id, version, architecture_sha256, architecture_size, "
+            "weights_sha256, weights_size, weights_format, signature, layer_classes, "
+            "custom_objects, keras_version, tensorflow_version, parameter_count, description, "
+            "tags, created) VALUES (1, 1, :a, 1, :w, 2, 'keras', '{}', '[]', '[]', '3', '2', "
+            "0, '', '{}', :now)"), {"a": "a" * 64, "w": "b" * 64, "now": now})
+    engine.dispose()
+
+    db = Database(db_url)  # migrates to head
+    _, (old,) = db.get_model("old")
+    assert old.created_by == ""
+    new = db.add_version(NewVersion(
+        name="old", architecture=Blob("a" * 64, 1), weights=Blob("b" * 64, 2),
+        weights_format="keras", signature=Signature(), layer_classes=[], custom_objects=[],
+        keras_version="3", tensorflow_version="2", parameter_count=0, created_by="ci"),
+        ["staging"])
+    assert new.created_by == "ci"
+    db.set_alias("old", "production", 1, actor="ops")
+    db.delete_alias("old", "staging", actor="ops")
+    db.record_write("old", "unload", "ops")
+    assert [(w.action, w.version, w.alias, w.actor) for w in db.recent_writes("old")] == [
+        ("unload", None, None, "ops"), ("delete_alias", 2, "staging", "ops"),
+        ("set_alias", 1, "production", "ops"), ("set_alias", 2, "staging", "ci"),
+        ("upload", 2, None, "ci")]
+    db.close()
+
+    _alembic(db_url, "downgrade", "0002")
+    engine = create_engine(db_url)
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM versions")).scalar() == 2
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0002"
+    engine.dispose()
+    Database(db_url).close()  # and up again
