@@ -1,73 +1,27 @@
-"""The ``kerve`` command line: serve, upload, models, alias, delete, download, predict."""
+"""The ``kerve`` command line: the parser, ``serve`` and ``health``, and ``main``; the client
+commands live in kerve.clients.commands."""
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
+import warnings
 from pathlib import Path
 
 from kerve.clients import DEFAULT_SERVER
-
-USAGE_ERROR = 2
-
-
-class UserError(Exception):
-    """A mistake on the command line or in its files: one line, exit 1."""
-
-
-def _env(name: str, default: str | None = None) -> str | None:
-    return os.environ.get(name, default)
-
-
-def _progress_factory(label: str):
-    """A tqdm bar on a terminal, nothing when piped."""
-    if not sys.stderr.isatty():
-        return None
-    from tqdm import tqdm
-
-    def start(total: int, _parts: int):
-        bar = tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=label,
-                   leave=False)
-
-        def advance(n: int) -> None:
-            bar.update(n)
-            if bar.n >= total:
-                bar.close()
-        return advance
-    return start
-
-
-def _client(args):
-    from kerve.clients.client import Client
-
-    return Client(args.server, token=args.token)
-
-
-def _print_json(data) -> None:
-    print(json.dumps(data, indent=2, sort_keys=True, default=str))
-
-
-def _parse_tags(items: list[str]) -> dict[str, str]:
-    tags = {}
-    for item in items:
-        if "=" not in item:
-            raise UserError(f"--tag expects KEY=VALUE, got {item!r}")
-        key, value = item.split("=", 1)
-        tags[key] = value
-    return tags
-
-
-def _ref(text: str):
-    from kerve.registry.errors import KerveError
-    from kerve.registry.names import VersionRef
-
-    try:
-        return VersionRef.parse(text)
-    except KerveError as exc:
-        raise UserError(exc.message) from None
-
+from kerve.clients.commands import (
+    UserError,
+    cmd_alias,
+    cmd_delete,
+    cmd_diff,
+    cmd_download,
+    cmd_models,
+    cmd_predict,
+    cmd_rollback,
+    cmd_upload,
+    from_env,
+)
 
 # --- commands ------------------------------------------------------------------------------
 
@@ -157,164 +111,19 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
                             f"env {env_name(name)})", **options)
 
 
-def cmd_upload(args) -> int:
-    if args.model and (args.architecture or args.weights):
-        raise UserError("give MODEL.keras or --architecture/--weights, not both")
-    if not args.model and not args.weights:
-        raise UserError("give MODEL.keras, or --architecture A.json --weights W.h5")
-    if args.architecture and not args.weights:
-        raise UserError("--architecture needs --weights")
-    with _client(args) as client:
-        version = client.upload(
-            args.name, keras_path=args.model, architecture=args.architecture,
-            weights=args.weights, aliases=args.alias, description=args.description,
-            tags=_parse_tags(args.tag), examples=args.examples,
-            progress=_progress_factory("upload"))
-    if args.json:
-        _print_json(version)
-    else:
-        aliases = f" ({', '.join(version['aliases'])})" if version.get("aliases") else ""
-        print(f"{version['name']}:{version['version']}{aliases} "
-              f"{version['parameter_count']} parameters, status {version['status']}")
-    return 0
-
-
-def cmd_models(args) -> int:
-    with _client(args) as client:
-        if args.action == "show":
-            if not args.name:
-                raise UserError("kerve models show NAME")
-            model = client.get_model(args.name)
-            if args.json:
-                _print_json(model)
-                return 0
-            _print_model(model)
-            return 0
-        if args.action:
-            raise UserError(f"unknown action {args.action!r}; did you mean 'models show NAME'?")
-        models = client.list_models()
-    if args.json:
-        _print_json(models)
-        return 0
-    if not models:
-        print("no models")
-    for m in models:
-        aliases = ", ".join(f"{a}={v}" for a, v in sorted(m["aliases"].items()))
-        print(f"{m['name']}\tversions {','.join(map(str, m['versions']))}\t"
-              f"default {m['default_version']}" + (f"\t{aliases}" if aliases else ""))
-    return 0
-
-
-def _print_model(model: dict) -> None:
-    print(f"{model['name']}  default version {model['default_version']}")
-    for alias, version in sorted(model["aliases"].items()):
-        print(f"  alias {alias} -> {version}")
-    for v in model["versions"]:
-        sig = v["signature"]
-        ins = ", ".join(f"{t['name']}:{t['dtype']}{t['shape']}" for t in sig.get("inputs", []))
-        outs = ", ".join(f"{t['name']}:{t['dtype']}{t['shape']}" for t in sig.get("outputs", []))
-        print(f"  version {v['version']}  {v['status']}  created {v['created']}"
-              + (f" by {v['created_by']}" if v.get("created_by") else "")
-              + f"  {v['parameter_count']} parameters")
-        print(f"    inputs  {ins}\n    outputs {outs}")
-        if v.get("custom_objects"):
-            print(f"    custom objects {', '.join(v['custom_objects'])}")
-        if v.get("examples"):
-            print(f"    golden examples {v['examples']['sha256'][:12]} "
-                  f"({v['examples']['size']} bytes)")
-        for warning in v.get("warnings", []):
-            print(f"    warning: {warning}")
-        if v.get("status_message"):
-            print(f"    {v['status_message']}")
-    if model.get("writes"):
-        print("  recent writes:")
-    for w in model.get("writes", []):
-        what = w["action"] + (f" {w['alias']}" if w.get("alias") else "") + \
-            (f" -> {w['version']}" if w.get("alias") and w.get("version")
-             else f" {w['version']}" if w.get("version") else "")
-        print(f"    {w['at']}  {what}  by {w['actor'] or '-'}")
-
-
-def cmd_alias(args) -> int:
-    with _client(args) as client:
-        if args.delete:
-            if args.version is not None:
-                raise UserError("--delete takes no VERSION")
-            model = client.delete_alias(args.name, args.alias)
-        else:
-            if args.version is None:
-                raise UserError("kerve alias NAME ALIAS VERSION (or --delete)")
-            model = client.set_alias(args.name, args.alias, args.version)
-    if args.json:
-        _print_json(model)
-    else:
-        target = model["aliases"].get(args.alias)
-        print(f"{args.name}@{args.alias} -> {target}" if target else
-              f"{args.name}@{args.alias} deleted")
-    return 0
-
-
-def cmd_delete(args) -> int:
-    with _client(args) as client:
-        client.delete_version(args.name, args.version)
-    print(f"deleted {args.name}:{args.version}")
-    return 0
-
-
-def cmd_download(args) -> int:
-    ref = _ref(args.ref)
-    with _client(args) as client:
-        result = client.download(ref.name, args.dir, version=ref.version, alias=ref.alias,
-                                 progress=_progress_factory("download"))
-    if args.json:
-        _print_json(result)
-    else:
-        print(f"{result['name']}:{result['version']} -> {result['architecture_path']}, "
-              f"{result['weights_path']}")
-    return 0
-
-
-def cmd_predict(args) -> int:
-    import numpy as np
-
-    from kerve.clients.arrays import printable, read_input, text_or_bytes
-
-    ref = _ref(args.ref)
-    inputs = {}
-    for item in args.input:
-        if "=" not in item:
-            raise UserError(f"--input expects NAME=FILE.npy, got {item!r}")
-        name, path = item.split("=", 1)
-        try:
-            inputs[name] = read_input(path)
-        except (OSError, ValueError) as exc:
-            raise UserError(f"cannot read {path}: {exc}") from None
-    with _client(args) as client:
-        outputs = client.predict(ref.name, inputs, version=ref.version, alias=ref.alias,
-                                 outputs=args.output or None)
-    if args.output_dir:
-        out = Path(args.output_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        for name, arr in outputs.items():
-            arr = text_or_bytes(arr)
-            np.save(out / f"{name}.npy", arr)
-            print(f"{name}: {arr.dtype}{list(arr.shape)} -> {out / (name + '.npy')}")
-    else:
-        _print_json({k: printable(v) for k, v in outputs.items()})
-    return 0
-
-
 # --- parser --------------------------------------------------------------------------------
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(serve_flags: bool = True) -> argparse.ArgumentParser:
+    """``serve_flags``: derive ``serve``'s flags from Settings (pydantic; a few hundred ms),
+    which the other commands need not wait for."""
     parser = argparse.ArgumentParser(prog="kerve", description="Store and serve Keras models.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def client_command(name: str, help_text: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
-        p.add_argument("--server", default=_env("KERVE_SERVER", DEFAULT_SERVER),
+        p.add_argument("--server", default=from_env("KERVE_SERVER", DEFAULT_SERVER),
                        help="HOST:PORT of the kerve server (env KERVE_SERVER)")
-        p.add_argument("--token", default=_env("KERVE_TOKEN"),
+        p.add_argument("--token", default=from_env("KERVE_TOKEN"),
                        help="bearer token (env KERVE_TOKEN)")
         p.add_argument("--json", action="store_true", help="print JSON for scripts")
         return p
@@ -322,13 +131,14 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("serve", help="run the registry and inference server",
                        description="Run registry + inference on one gRPC port. Every flag can "
                        "also be set in the environment as KERVE_<FLAG> (KERVE_MAX_BATCH_SIZE).")
-    add_settings_arguments(s)
+    if serve_flags:
+        add_settings_arguments(s)
     s.set_defaults(func=cmd_serve)
 
     h = sub.add_parser("health", help="exit 0 only if the server is SERVING",
                        description="Ask grpc.health.v1 whether the server is SERVING: exit 0 "
                        "if so, else print one line and exit 1 (for probes and scripts).")
-    h.add_argument("--server", default=_env("KERVE_SERVER", DEFAULT_SERVER),
+    h.add_argument("--server", default=from_env("KERVE_SERVER", DEFAULT_SERVER),
                    help="HOST:PORT or any gRPC target of the kerve server (env KERVE_SERVER)")
     h.add_argument("--service", default="",
                    help="a service name (default: the server as a whole)")
@@ -337,47 +147,85 @@ def build_parser() -> argparse.ArgumentParser:
     h.set_defaults(func=cmd_health)
 
     u = client_command("upload", "upload a new version of a model")
-    u.add_argument("name")
+    u.add_argument("name", help="the model's name")
     u.add_argument("model", nargs="?", help="a .keras archive")
     u.add_argument("--architecture", help="Keras config JSON (model.to_json())")
     u.add_argument("--weights", help="HDF5 weights (.weights.h5 or legacy .h5)")
-    u.add_argument("--alias", action="append", default=[], help="point this alias at it")
-    u.add_argument("--description", default="")
-    u.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE")
+    u.add_argument("--alias", action="append", default=[],
+                   help="point this alias at the new version (repeatable)")
+    u.add_argument("--description", default="", help="a line about this version")
+    u.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE",
+                   help="a tag on the version (repeatable); kerve.* tags set serving options")
+    u.add_argument("--from", dest="base", metavar="NAME:VERSION|NAME@ALIAS",
+                   help="with --weights alone: the version whose architecture they fit "
+                   "(default: the model's default version)")
+    u.add_argument("--no-wait", action="store_true",
+                   help="return once the version is committed, without waiting for this "
+                   "server to load it")
     u.add_argument("--examples", metavar="EX.npz",
                    help="golden examples (arrays input/NAME, output/NAME): the version "
                    "serves only if it reproduces them")
     u.set_defaults(func=cmd_upload)
 
     m = client_command("models", "list models, or show one model's versions")
-    m.add_argument("action", nargs="?", choices=["show"], help="show NAME")
-    m.add_argument("name", nargs="?")
+    m.add_argument("action", nargs="?", metavar="[show] NAME[:VERSION|@ALIAS]",
+                   help="a model to show (its versions, aliases, signatures, states); "
+                   "'show NAME' works too")
+    m.add_argument("name", nargs="?", help=argparse.SUPPRESS)
+    m.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE",
+                   help="list the versions with this tag (repeatable: all must match)")
+    m.add_argument("--layer", action="append", default=[], metavar="CLASS",
+                   help="list the versions using this layer class, e.g. Conv2D (repeatable)")
+    m.add_argument("--custom-object", action="append", default=[], metavar="NAME",
+                   help="list the versions needing this custom object, e.g. seedzoo>Linear "
+                   "(repeatable)")
     m.set_defaults(func=cmd_models)
 
     a = client_command("alias", "move or delete an alias")
-    a.add_argument("name")
-    a.add_argument("alias")
-    a.add_argument("version", nargs="?", type=int)
-    a.add_argument("--delete", action="store_true")
+    a.add_argument("name", metavar="NAME[:VERSION|@ALIAS]",
+                   help="the model, with the version the alias should point at")
+    a.add_argument("alias", help="the alias to move, e.g. production")
+    a.add_argument("version", nargs="?", type=int,
+                   help="the version to point at (or give it as NAME:VERSION)")
+    a.add_argument("--delete", action="store_true", help="delete the alias instead")
+    a.add_argument("--history", action="store_true",
+                   help="list the alias's moves instead: from, to, when, by which token")
     a.set_defaults(func=cmd_alias)
 
-    d = client_command("delete", "delete a version (refused while an alias points at it)")
-    d.add_argument("name")
-    d.add_argument("version", type=int)
+    rb = client_command("rollback", "move an alias back to its previous version")
+    rb.add_argument("name", help="the model")
+    rb.add_argument("alias", help="the alias to move back, e.g. production")
+    rb.set_defaults(func=cmd_rollback)
+
+    d = client_command("delete", "delete a version, or a whole model "
+                       "(refused while an alias points at it)")
+    d.add_argument("name", metavar="NAME[:VERSION|@ALIAS]",
+                   help="the version to delete; NAME alone deletes every version")
+    d.add_argument("version", nargs="?", type=int,
+                   help="the version to delete (or give it as NAME:VERSION)")
+    d.add_argument("--force", action="store_true",
+                   help="with NAME alone: delete the model's aliases first")
     d.set_defaults(func=cmd_delete)
 
     dl = client_command("download", "write a version's architecture JSON and weights")
-    dl.add_argument("ref", metavar="NAME[:VERSION|@ALIAS]")
-    dl.add_argument("dir")
+    dl.add_argument("ref", metavar="NAME[:VERSION|@ALIAS]", help="the version to download")
+    dl.add_argument("dir", help="a folder to write into (made if missing)")
     dl.set_defaults(func=cmd_download)
 
+    df = client_command("diff", "what changed between two versions of a model")
+    df.add_argument("a", metavar="NAME[:VERSION|@ALIAS]", help="the version to compare from")
+    df.add_argument("b", metavar="NAME[:VERSION|@ALIAS]", help="the version to compare to")
+    df.set_defaults(func=cmd_diff)
+
     p = client_command("predict", "one prediction; prints outputs or saves them")
-    p.add_argument("ref", metavar="NAME[:VERSION|@ALIAS]")
-    p.add_argument("--input", action="append", default=[], metavar="NAME=FILE.npy",
-                   required=True, help="an input from .npy, or .json (a list of numbers or "
-                   "strings)")
-    p.add_argument("--output", action="append", default=[], help="only these outputs")
-    p.add_argument("--output-dir", help="save each output as NAME.npy here")
+    p.add_argument("ref", metavar="NAME[:VERSION|@ALIAS]",
+                   help="the model (default version), a version, or an alias")
+    p.add_argument("--input", action="append", default=[], metavar="NAME=FILE",
+                   required=True, help="an input from .npy or .json (a list of numbers or "
+                   "strings), or FILE.npz holding every input by name (repeatable)")
+    p.add_argument("--output", action="append", default=[],
+                   help="only this output (repeatable; default: all)")
+    p.add_argument("--output-dir", help="save each output as NAME.npy here (and print where)")
     p.set_defaults(func=cmd_predict)
     return parser
 
@@ -385,9 +233,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     import grpc
 
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(serve_flags=argv[:1] == ["serve"]).parse_args(argv)
+    warnings.formatwarning = lambda message, *_, **__: f"kerve: {message}\n"
     try:
         return args.func(args)
+    except BrokenPipeError:  # `kerve models | head -1`: the reader left; so do we, quietly
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
     except UserError as exc:
         print(f"kerve: error: {exc}", file=sys.stderr)
         return 1

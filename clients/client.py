@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import tempfile
+import time
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -103,6 +105,41 @@ def save_examples(path: str | os.PathLike, examples: dict) -> Path:
     return path
 
 
+_CAST_NOTED: set[tuple[str, str, str]] = set()
+
+
+def _conform(key: str, value: Any, specs: dict[str, tuple[str, list[int]]]):
+    """``value`` as an array of the model's dtype for input ``key``: (datatype, array)."""
+    import warnings
+
+    import numpy as np
+
+    from kerve.protos import codecs
+
+    arr = np.asarray(value)
+    spec = specs.get(key) or (next(iter(specs.values())) if len(specs) == 1 else None)
+    if spec is None:  # an unknown name: the server says which names it takes
+        return codecs.v2_datatype(arr.dtype) if arr.dtype.kind not in "USO" else "BYTES", arr
+    datatype, _ = spec
+    if datatype == "BYTES":
+        if arr.dtype.kind in "US" or arr.dtype == np.object_:
+            items = [x.encode() if isinstance(x, str) else x for x in arr.ravel().tolist()]
+            out = np.empty(len(items), dtype=object)
+            out[:] = items
+            return datatype, out.reshape(arr.shape)
+    want = codecs.v2_numpy_dtype(datatype, key)
+    if arr.dtype == want:
+        return datatype, arr
+    if want != np.object_ and arr.dtype.kind in "biuf" and \
+            np.can_cast(arr.dtype, want, "same_kind"):
+        if (key, str(arr.dtype), str(want)) not in _CAST_NOTED:
+            _CAST_NOTED.add((key, str(arr.dtype), str(want)))
+            warnings.warn(f"input {key!r}: cast from {arr.dtype} to {want}, the model's dtype",
+                          stacklevel=3)
+        return datatype, arr.astype(want)
+    raise ValueError(f"input {key!r}: expected dtype {want}, got {arr.dtype}")
+
+
 class Client:
     """``Client("localhost:8500")``; every call raises grpc.RpcError with the server's status."""
 
@@ -134,9 +171,18 @@ class Client:
                weights: str | os.PathLike | None = None, aliases: list[str] | tuple = (),
                description: str = "", tags: dict[str, str] | None = None,
                examples: str | os.PathLike | dict | None = None,
-               progress: Callable[[int, int], Progress] | None = None) -> dict:
+               progress: Callable[[int, int], Progress] | None = None, wait: bool = True,
+               on_stage: Callable[[str], None] | None = None,
+               base: int | str | None = None) -> dict:
         """Upload a new version: a keras.Model, a .keras archive, or architecture JSON and
         HDF5 weights (weights alone reuse the current architecture). Returns the version.
+
+        With ``wait`` (the default), a version that becomes the default on a server that
+        serves is returned once it is READY there, or FAILED (``status_message`` says why):
+        a predict right after an upload is answered. ``base``: with ``weights`` alone, the
+        version (number or alias) whose architecture they fit, instead of the default.
+        ``on_stage`` hears "uploading",
+        "validating", "loading" and the final status.
 
         ``examples``: golden examples the version must reproduce before it serves, an .npz
         path or a dict of arrays (see ``save_examples``)."""
@@ -168,17 +214,39 @@ class Client:
                     raise FileNotFoundError(f"no such file: {path}")
             header = pb.UploadHeader(
                 name=name, aliases=list(aliases), description=description, tags=tags or {},
+                base="" if base is None else str(base),
                 parts=[pb.PartInfo(kind=k, size=p.stat().st_size, sha256=_sha256(p))
                        for k, p in parts])
             total = sum(p.stat().st_size for _, p in parts)
             advance = progress(total, len(parts)) if progress else None
+            stage = on_stage or (lambda _: None)
+            stage("uploading")
             response = self.registry.UploadModel(
-                self._upload_requests(header, parts, advance), timeout=self.timeout,
+                self._upload_requests(header, parts, advance, stage), timeout=self.timeout,
                 metadata=self.metadata)
-        return version_dict(response.version)
+        version = version_dict(response.version)
+        if wait and version["status"] == "LOADING":
+            stage("loading")
+            version = self.wait_loaded(name, version["version"]) or version
+        stage(version["status"])
+        return version
+
+    def wait_loaded(self, name: str, version: int, timeout: float | None = None) -> dict:
+        """Poll until ``version`` of ``name`` is no longer LOADING on this server (READY or
+        FAILED, or STORED where it stopped being the default meanwhile); returns it."""
+        deadline = time.monotonic() + (timeout or self.timeout or 600)
+        pause = 0.02
+        while True:
+            current = {v["version"]: v for v in self.get_model(name)["versions"]}.get(version)
+            if current is None or current["status"] != "LOADING" \
+                    or time.monotonic() > deadline:
+                return current
+            time.sleep(pause)
+            pause = min(pause * 2, 0.5)
 
     @staticmethod
-    def _upload_requests(header, parts, advance: Progress | None) -> Iterator:
+    def _upload_requests(header, parts, advance: Progress | None,
+                         stage: Callable[[str], None]) -> Iterator:
         yield pb.UploadModelRequest(header=header)
         for kind, path in parts:
             with open(path, "rb") as f:
@@ -186,12 +254,24 @@ class Client:
                     yield pb.UploadModelRequest(chunk=pb.UploadChunk(kind=kind, data=data))
                     if advance:
                         advance(len(data))
+        stage("validating")  # every byte is sent; the server checks the model now
 
     # --- catalogue ---------------------------------------------------------------------
 
     def list_models(self) -> list[dict]:
         response = self._call(self.registry.ListModels, pb.ListModelsRequest())
         return [model_dict(m) for m in response.models]
+
+    def search(self, *, tags: dict[str, str] | None = None, layers: list[str] = (),
+               custom_objects: list[str] = ()) -> list[dict]:
+        """The versions, of any model, that have all these tags, layer classes
+        (``"Conv2D"``) and custom objects (``"seedzoo>Linear"``)."""
+        request = pb.ListModelsRequest(tags=tags or {}, layer_classes=list(layers),
+                                       custom_objects=list(custom_objects))
+        if not (request.tags or request.layer_classes or request.custom_objects):
+            raise ValueError("search needs a tag, a layer class or a custom object")
+        response = self._call(self.registry.ListModels, request)
+        return [version_dict(v) for v in response.versions]
 
     def get_model(self, name: str) -> dict:
         response = self._call(self.registry.GetModel, pb.GetModelRequest(name=name))
@@ -204,6 +284,21 @@ class Client:
                               pb.SetAliasRequest(name=name, alias=alias, version=version))
         return model_dict(response.model)
 
+    def alias_history(self, name: str, alias: str) -> list[dict]:
+        """Every move of ``alias``, oldest first: ``from`` and ``to`` (None where the alias
+        did not exist, or was deleted), ``at`` and ``actor``."""
+        response = self._call(self.registry.GetAliasHistory,
+                              pb.GetAliasHistoryRequest(name=name, alias=alias))
+        return [{"from": m.from_version or None, "to": m.to_version or None,
+                 "at": m.at.ToDatetime().isoformat() + "Z", "actor": m.actor}
+                for m in response.moves]
+
+    def rollback_alias(self, name: str, alias: str) -> dict:
+        """Move ``alias`` back to the version its last move took it from."""
+        response = self._call(self.registry.RollbackAlias,
+                              pb.RollbackAliasRequest(name=name, alias=alias))
+        return {**model_dict(response.model), "version": response.version}
+
     def delete_alias(self, name: str, alias: str) -> dict:
         response = self._call(self.registry.DeleteAlias,
                               pb.DeleteAliasRequest(name=name, alias=alias))
@@ -213,13 +308,44 @@ class Client:
         self._call(self.registry.DeleteModelVersion,
                    pb.DeleteModelVersionRequest(name=name, version=version))
 
+    def diff(self, name: str, a: int | str | None = None, b: int | str | None = None) -> dict:
+        """What changed from version ``a`` to ``b`` of ``name`` (each a number, an alias,
+        or None for the default): layers and config keys, weight shapes, parameter counts,
+        custom objects, signature."""
+        response = self._call(self.registry.DiffVersions, pb.DiffVersionsRequest(
+            name=name, a="" if a is None else str(a), b="" if b is None else str(b)))
+        d = MessageToDict(response, preserving_proto_field_name=True,
+                          always_print_fields_with_no_presence=True)
+        for key in ("version_a", "version_b", "parameters_a", "parameters_b"):
+            d[key] = int(d[key])
+        for w in d["weights"]:
+            w["shape_a"] = [int(x) for x in w["shape_a"]] if w.pop("in_a") else None
+            w["shape_b"] = [int(x) for x in w["shape_b"]] if w.pop("in_b") else None
+        for layer in d["layers"]:
+            layer["config"] = {c["key"]: [c["a"], c["b"]] for c in layer["config"]}
+        return d
+
     def download(self, name: str, directory: str | os.PathLike, *, version: int | None = None,
                  alias: str | None = None,
                  progress: Callable[[int, int], Progress] | None = None) -> dict:
         """Write architecture.json and model.weights.h5 (or model.h5 for legacy weights)
-        into ``directory``; returns the version's metadata with the two paths."""
+        into ``directory``; returns the version's metadata with the two paths. A download
+        that fails leaves nothing behind: no partial file, no folder it made."""
         directory = Path(directory)
+        if directory.exists() and not directory.is_dir():
+            raise ValueError(f"{directory} exists and is not a folder")
+        made = not directory.exists()
         directory.mkdir(parents=True, exist_ok=True)
+        try:
+            return self._download(name, directory, version, alias, progress)
+        except BaseException:
+            if made:
+                shutil.rmtree(directory, ignore_errors=True)
+            raise
+
+    def _download(self, name: str, directory: Path, version: int | None, alias: str | None,
+                  progress: Callable[[int, int], Progress] | None) -> dict:
+        paths: dict[int, Path] = {}
         stream = self.registry.DownloadModelVersion(
             pb.DownloadModelVersionRequest(name=name, version=version or 0, alias=alias or "",
                                            include_examples=True),
@@ -245,6 +371,12 @@ class Client:
                 files[message.chunk.kind].write(message.chunk.data)
                 if advance:
                     advance(len(message.chunk.data))
+        except BaseException:
+            for f in files.values():
+                f.close()
+            for path in paths.values():
+                path.unlink(missing_ok=True)
+            raise
         finally:
             for f in files.values():
                 f.close()
@@ -261,22 +393,53 @@ class Client:
 
     def predict(self, name: str, inputs: dict[str, Any], *, version: int | None = None,
                 alias: str | None = None, outputs: list[str] | None = None) -> dict[str, Any]:
-        """One prediction through TF Serving's PredictionService; numpy in, numpy out."""
-        import numpy as np
-        from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+        """One prediction, numpy (or nested lists) in, numpy out, through the KServe v2
+        protocol (raw tensors; no TensorFlow on the client).
 
+        Inputs are cast to the model's dtypes where that loses nothing but precision (int64
+        to float32, float64 to float32, ...; said once, as a warning); anything else is
+        refused as the server would. A version still loading is retried with backoff until
+        the client's timeout (default 60 s)."""
+        from kerve.clients import v2
         from kerve.protos import codecs
 
-        request = predict_pb2.PredictRequest()
-        request.model_spec.name = name
-        if version:
-            request.model_spec.version.value = version
-        if alias:
-            request.model_spec.version_label = alias
+        m = v2.messages()
+        ref = str(version) if version else (alias or "")
+        specs = self._input_specs(name, ref)
+        request = m.ModelInferRequest(model_name=name, model_version=ref)
         for key, value in inputs.items():
-            codecs.ndarray_to_tensor_proto(np.asarray(value), request.inputs[key])
-        request.output_filter.extend(outputs or [])
-        stub = prediction_service_pb2_grpc.PredictionServiceStub(self.channel)
-        response = self._call(stub.Predict, request)
-        return {key: codecs.tensor_proto_to_ndarray(key, proto)
-                for key, proto in response.outputs.items()}
+            datatype, arr = _conform(key, value, specs)
+            request.inputs.add(name=key, datatype=datatype, shape=arr.shape)
+            request.raw_input_contents.append(codecs.ndarray_to_v2_raw(arr))
+        for output in outputs or []:
+            request.outputs.add(name=output)
+        infer = v2.method(self.channel, "ModelInfer", m.ModelInferRequest, m.ModelInferResponse)
+        response = self._retry_loading(infer, request)
+        return {out.name: codecs.v2_raw_to_ndarray(out.name, out.datatype, out.shape, raw)
+                for out, raw in zip(response.outputs, response.raw_output_contents)}
+
+    def _input_specs(self, name: str, ref: str) -> dict[str, tuple[str, list[int]]]:
+        """The model's inputs: name -> (v2 datatype, shape), from ModelMetadata."""
+        from kerve.clients import v2
+
+        m = v2.messages()
+        metadata = v2.method(self.channel, "ModelMetadata", m.ModelMetadataRequest,
+                             m.ModelMetadataResponse)
+        response = self._retry_loading(metadata, m.ModelMetadataRequest(name=name, version=ref))
+        return {t.name: (t.datatype, list(t.shape)) for t in response.inputs}
+
+    def _retry_loading(self, call, request):
+        """Call; while the server answers UNAVAILABLE (a version loading on demand, a
+        replica starting), retry with backoff up to the client's timeout."""
+        deadline = time.monotonic() + (self.timeout or 60)
+        pause = 0.05
+        while True:
+            try:
+                return call(request, timeout=max(deadline - time.monotonic(), 0.1),
+                            metadata=self.metadata)
+            except grpc.RpcError as exc:
+                if exc.code() != grpc.StatusCode.UNAVAILABLE or \
+                        time.monotonic() + pause > deadline:
+                    raise
+            time.sleep(pause)
+            pause = min(pause * 2, 1.0)

@@ -134,6 +134,15 @@ class Write:
 
 
 @dataclass(frozen=True)
+class AliasMove:
+    at: datetime
+    alias: str
+    from_version: int | None  # None: the alias did not exist
+    to_version: int | None  # None: the alias was deleted
+    actor: str
+
+
+@dataclass(frozen=True)
 class Blob:
     sha256: str
     size: int
@@ -299,6 +308,23 @@ class Database:
             versions = sorted(row.versions, key=lambda v: v.version)
             return info, [self._version_info(v, info.aliases) for v in versions]
 
+    def search(self, *, tags: dict[str, str], layer_classes: list[str],
+               custom_objects: list[str]) -> list[VersionInfo]:
+        """Every version with all these tags, layer classes and custom objects, by model
+        and number. Filtered here, not in SQL: the lists are JSON columns, which SQLite and
+        PostgreSQL query differently, and a registry holds thousands of versions, not
+        millions."""
+        with Session(self.engine) as s:
+            found = []
+            for model in s.scalars(select(ModelRow).order_by(ModelRow.name)).all():
+                aliases = self._info(model).aliases
+                for row in sorted(model.versions, key=lambda v: v.version):
+                    if (all(row.tags.get(k) == v for k, v in tags.items())
+                            and set(layer_classes) <= set(row.layer_classes)
+                            and set(custom_objects) <= set(row.custom_objects)):
+                        found.append(self._version_info(row, aliases))
+            return found
+
     def resolve(self, ref: VersionRef) -> VersionInfo:
         """The version a reference means: its number, its alias, or the default."""
         with Session(self.engine) as s:
@@ -461,6 +487,20 @@ class Database:
         """Log a write the registry does not make (a load or unload on a server)."""
         with Session(self.engine) as s, s.begin():
             self._record(s, model, action, actor, version)
+
+    def alias_history(self, model: str, alias: str) -> list[AliasMove]:
+        """Every move of one alias, oldest first, read from the writes log: each move's
+        "from" is the version the move before it left the alias on."""
+        with Session(self.engine) as s:
+            rows = s.scalars(select(WriteRow).where(
+                WriteRow.model == model, WriteRow.alias == alias,
+                WriteRow.action.in_(("set_alias", "delete_alias"))).order_by(WriteRow.id)).all()
+            moves, current = [], None
+            for row in rows:
+                to = row.version if row.action == "set_alias" else None
+                moves.append(AliasMove(_utc(row.at), alias, current, to, row.actor))
+                current = to
+            return moves
 
     def recent_writes(self, model: str, limit: int = 20) -> list[Write]:
         """A model's latest writes, newest first."""

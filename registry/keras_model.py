@@ -125,16 +125,57 @@ def _float_variables(model) -> list:
     return [v for v in model.weights if "float" in str(v.dtype)]
 
 
+# A NaN with a payload of its own: what a variable holds until the weights file sets it. A
+# NaN saved in a file is (nearly always) the canonical one, so the two are told apart by
+# bits, not by isnan. Quiet NaNs, so that no conversion on the way changes the payload.
+_POISON_BITS = {"float16": (0x7E5B, "uint16"), "bfloat16": (0x7FDB, "uint16"),
+                "float32": (0x7FC0BEEF, "uint32"), "float64": (0x7FF80000DEADBEEF, "uint64")}
+
+
+def _poison(dtype: str):
+    import numpy as np
+
+    if dtype not in _POISON_BITS:  # other float types: a plain NaN, told apart by isnan
+        return np.array(np.nan, dtype=dtype)
+    bits, carrier = _POISON_BITS[dtype]
+    return np.array(bits, dtype=carrier).view(np.dtype(dtype) if dtype != "bfloat16"
+                                              else _bfloat16())
+
+
+def _bfloat16():
+    import ml_dtypes
+
+    return ml_dtypes.bfloat16
+
+
 def poison_variables(model) -> None:
-    """Fill every float variable with NaN, so that a variable the weights file did not
-    set stands out (Keras skips unmatched nested layers with only a warning)."""
+    """Fill every float variable with the poison NaN, so that a variable the weights file
+    did not set stands out (Keras skips unmatched nested layers with only a warning)."""
     import numpy as np
 
     for v in _float_variables(model):
-        v.assign(np.full(tuple(v.shape), np.nan, dtype=str(v.dtype)))
+        v.assign(np.full(tuple(v.shape), _poison(str(v.dtype))))
 
 
 def unset_variables(model) -> list[str]:
+    """Variables the weights file did not set: still all poison."""
+    import numpy as np
+
+    unset = []
+    for v in _float_variables(model):
+        value = np.asarray(v.numpy())
+        if str(v.dtype) in _POISON_BITS:
+            bits, carrier = _POISON_BITS[str(v.dtype)]
+            poisoned = (value.view(carrier) == bits).all()
+        else:
+            poisoned = np.isnan(value.astype("float64")).all()
+        if value.size and poisoned:
+            unset.append(v.path)
+    return unset
+
+
+def nan_variables(model) -> list[str]:
+    """Variables whose saved values hold NaN."""
     import numpy as np
 
     return [v.path for v in _float_variables(model)

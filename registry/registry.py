@@ -13,8 +13,9 @@ from typing import AsyncIterator, Awaitable, BinaryIO, Callable
 from kerve.registry.archive import split_keras_archive
 from kerve.registry.audit import actor
 from kerve.registry.blobs import BlobStore
-from kerve.registry.database import Blob, Database, ModelInfo, NewVersion, VersionInfo, Write
-from kerve.registry.errors import FailedPreconditionError
+from kerve.registry.database import AliasMove, Blob, Database, ModelInfo, NewVersion, VersionInfo, Write
+from kerve.registry.diff import VersionDiff, diff_versions
+from kerve.registry.errors import FailedPreconditionError, NotFoundError
 from kerve.registry.limits import UploadLimits, check_architecture_size
 from kerve.registry.names import VersionRef, check_alias, check_model_name
 from kerve.registry.uploads import (
@@ -56,7 +57,10 @@ class Registry:
 
     async def _changed(self, name: str) -> None:
         for listener in self._listeners:
-            await listener(name)
+            try:
+                await listener(name)
+            except Exception:  # noqa: BLE001 - the write is done; the poll catches up
+                log.exception("a listener failed after a change to %s", name)
 
     def _check_writable(self) -> None:
         if self.validation is None:
@@ -81,7 +85,7 @@ class Registry:
         try:
             verified = await receive(staged, chunks)
             (architecture, arch_blob), (weights, weights_blob) = \
-                await self._architecture_and_weights(staged, verified, header.name)
+                await self._architecture_and_weights(staged, verified, header)
             examples = staged.paths.get(EXAMPLES)
             report = await self.validation.validate(architecture, weights, examples)
             new = NewVersion(
@@ -106,7 +110,7 @@ class Registry:
 
     async def _architecture_and_weights(
             self, staged: StagedUpload, verified: dict[str, Blob],
-            name: str) -> tuple[tuple[Path, Blob], tuple[Path, Blob]]:
+            header: UploadHeader) -> tuple[tuple[Path, Blob], tuple[Path, Blob]]:
         """The two files validation reads, each with its verified blob."""
         if KERAS_ARCHIVE in staged.paths:
             architecture, weights = staged.dir / "config.json", staged.dir / "model.weights.h5"
@@ -117,9 +121,9 @@ class Registry:
         if ARCHITECTURE in staged.paths:
             return ((staged.paths[ARCHITECTURE], verified[ARCHITECTURE]),
                     (staged.paths[WEIGHTS], verified[WEIGHTS]))
-        # Weights alone: the architecture of the model's current default version, read
-        # where the blob store keeps it.
-        current = await self.resolve(VersionRef(name))
+        # Weights alone: the architecture of the base version (the default unless named),
+        # read where the blob store keeps it.
+        current = await self.resolve(VersionRef.of(header.name, header.base))
         path = await asyncio.to_thread(self.blobs.local_path, current.architecture.sha256)
         return (path, current.architecture), (staged.paths[WEIGHTS], verified[WEIGHTS])
 
@@ -170,6 +174,12 @@ class Registry:
     async def list_models(self) -> list[ModelInfo]:
         return await asyncio.to_thread(self.database.list_models)
 
+    async def search(self, *, tags: dict[str, str], layer_classes: list[str],
+                     custom_objects: list[str]) -> list[VersionInfo]:
+        return await asyncio.to_thread(self.database.search, tags=tags,
+                                       layer_classes=layer_classes,
+                                       custom_objects=custom_objects)
+
     async def get_model(self, name: str) -> tuple[ModelInfo, list[VersionInfo]]:
         return await asyncio.to_thread(self.database.get_model, check_model_name(name))
 
@@ -182,6 +192,25 @@ class Registry:
                                        version, actor())
         await self._changed(name)
         return info
+
+    async def alias_history(self, name: str, alias: str) -> list[AliasMove]:
+        moves = await asyncio.to_thread(self.database.alias_history, check_model_name(name),
+                                        check_alias(alias))
+        if not moves:
+            await self.get_model(name)  # NOT_FOUND for an unknown model
+            raise NotFoundError(f"model {name!r} has no history for alias {alias!r}")
+        return moves
+
+    async def rollback_alias(self, name: str, alias: str) -> tuple[ModelInfo, int]:
+        """Move ``alias`` back to the version its last move took it from; swapped in by the
+        servers as any alias move is. Returns the model and the version it now points at."""
+        self._check_writable()
+        last = (await self.alias_history(name, alias))[-1]
+        if last.from_version is None:
+            raise FailedPreconditionError(
+                f"alias {alias!r} of {name!r} has no earlier version to go back to")
+        info = await self.set_alias(name, alias, last.from_version)
+        return info, last.from_version
 
     async def delete_alias(self, name: str, alias: str) -> ModelInfo:
         self._check_writable()
@@ -204,6 +233,20 @@ class Registry:
     async def record_write(self, name: str, action: str, version: int | None = None) -> None:
         """Log a write made outside the registry (a load or unload), by the current actor."""
         await asyncio.to_thread(self.database.record_write, name, action, actor(), version)
+
+    async def diff(self, name: str, a: str, b: str) -> VersionDiff:
+        """What changed from version ``a`` to ``b`` (each a number, an alias, or empty for
+        the default), read from the stored architectures and weights files' metadata."""
+        first = await self.resolve(VersionRef.of(name, a))
+        second = await self.resolve(VersionRef.of(name, b))
+        return await asyncio.to_thread(self._diff, first, second)
+
+    def _diff(self, a: VersionInfo, b: VersionInfo) -> VersionDiff:
+        def read(info: VersionInfo) -> tuple[bytes, Path]:
+            architecture = self.blobs.local_path(info.architecture.sha256).read_bytes()
+            return architecture, self.blobs.local_path(info.weights.sha256)
+        (arch_a, weights_a), (arch_b, weights_b) = read(a), read(b)
+        return diff_versions(a, b, arch_a, arch_b, weights_a, weights_b)
 
     def open_blob(self, sha256: str) -> BinaryIO:
         return self.blobs.open(sha256)

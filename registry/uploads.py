@@ -51,6 +51,9 @@ class UploadHeader:
     aliases: list[str] = field(default_factory=list)
     description: str = ""
     tags: dict[str, str] = field(default_factory=dict)
+    base: str = ""
+    """For weights alone: the version (digits) or alias whose architecture they fit;
+    empty: the model's default version."""
 
     def check(self, max_bytes: int) -> None:
         """Refuse a bad name, alias, description, tag or part list before any byte arrives."""
@@ -68,6 +71,9 @@ class UploadHeader:
                 f"description is longer than {MAX_DESCRIPTION} characters")
         check_serving_tags(self.tags)
         kinds = sorted(p.kind for p in self.parts)
+        if self.base and WEIGHTS not in kinds or self.base and ARCHITECTURE in kinds:
+            raise InvalidArgumentError(
+                "a base version (--from) goes with weights alone, not with an architecture")
         if sorted(k for k in kinds if k != EXAMPLES) not in ACCEPTED_PART_SETS \
                 or kinds.count(EXAMPLES) > 1:
             raise InvalidArgumentError(

@@ -61,6 +61,11 @@ def validate_files(architecture: Path, weights: Path, plugins: Plugins,
         shown = ", ".join(unset[:10]) + (f" and {len(unset) - 10} more" if len(unset) > 10 else "")
         raise InvalidArgumentError(
             f"weights do not match the architecture: no saved value for {shown}")
+    saved_nan = km.nan_variables(model)
+    if saved_nan:
+        shown = ", ".join(saved_nan[:10]) + (f" and {len(saved_nan) - 10} more"
+                                             if len(saved_nan) > 10 else "")
+        raise InvalidArgumentError(f"the weights hold NaN values in {shown}")
     signature, found = smoke_predict(model, signature)
     if examples is not None:
         from kerve.registry.examples import read_examples

@@ -85,7 +85,11 @@ def _version() -> str:
 
 
 async def build_server(settings: Settings) -> Server:
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OSError(f"data dir {settings.data_dir} cannot be made: {exc.strerror or exc} "
+                      "(--data-dir, KERVE_DATA_DIR)") from None
     names = plugin_names(settings.plugins)
     # Plugins import Keras: only where models are built in this process.
     plugins = (load_plugins(names) if settings.serves_models or settings.validate_in_process
@@ -178,23 +182,29 @@ def _build_serving(settings: Settings, plugins: Plugins, blobs: BlobStore, regis
     def on_loaded(served: Served) -> None:
         metrics.model_load_seconds.labels(served.name).observe(served.loaded.load_seconds)
 
-    manager = ModelManager(registry, load, partial(_batcher, settings, predict_pool, metrics),
+    def make_batcher(loaded: LoadedModel) -> Batcher:
+        return _batcher(settings, predict_pool, metrics, data_plane, loaded)
+
+    manager = ModelManager(registry, load, make_batcher,
                            poll_interval_s=settings.poll_interval,
                            idle_unload_s=settings.idle_unload,
                            memory_budget_bytes=settings.memory_budget_bytes,
                            on_loaded=on_loaded)
     metrics.models_loaded.set_function(manager.loaded_count)
-    return manager, DataPlane(manager, metrics)
+    data_plane = DataPlane(manager, metrics, defaults=defaults,
+                           instances=settings.model_instances, device=device)
+    return manager, data_plane
 
 
 def _batcher(settings: Settings, pool: ThreadPoolExecutor, metrics: Metrics,
-             loaded: LoadedModel) -> Batcher:
-    name, options = loaded.info.name, loaded.options
+             data_plane: DataPlane, loaded: LoadedModel) -> Batcher:
+    name, version, options = loaded.info.name, loaded.info.version, loaded.options
     batchable = loaded.signature.batchable
 
-    def observe(rows: int, queued_s: float) -> None:
+    def observe(rows: int, oldest_s: float, requests: int, queued_s: float) -> None:
         metrics.batch_size.labels(name).observe(rows)
-        metrics.queue_duration.labels(name).observe(queued_s)
+        metrics.queue_duration.labels(name).observe(oldest_s)
+        data_plane.note_queue(name, version, requests, queued_s)
 
     return Batcher(loaded.predict_fn, pool, batchable=batchable,
                    max_batch_size=options.max_batch_size,
@@ -275,12 +285,16 @@ def _add_services(server: grpc.aio.Server, registry: Registry, data_plane: DataP
 
 def _bind(server: grpc.aio.Server, settings: Settings) -> int:
     address = f"{settings.host}:{settings.port}"
-    if settings.tls_cert:
-        port = server.add_secure_port(address, _tls_credentials(settings))
-    else:
-        port = server.add_insecure_port(address)
+    try:
+        if settings.tls_cert:
+            port = server.add_secure_port(address, _tls_credentials(settings))
+        else:
+            port = server.add_insecure_port(address)
+    except RuntimeError:  # grpc says only "Failed to bind": in use, or not this host's
+        port = 0
     if port == 0:
-        raise OSError(f"could not bind {address}")
+        raise OSError(f"gRPC port {address} cannot be bound: in use, or not an address of "
+                      "this host (--port, --host)")
     return port
 
 
@@ -300,8 +314,12 @@ def _start_metrics(settings: Settings, metrics: Metrics, closers: list) -> int |
         return None
     from prometheus_client import start_http_server
 
-    httpd, thread = start_http_server(settings.metrics_port, addr=settings.host,
-                                      registry=metrics.registry)
+    try:
+        httpd, thread = start_http_server(settings.metrics_port, addr=settings.host,
+                                          registry=metrics.registry)
+    except OSError as exc:
+        raise OSError(f"metrics port {settings.host}:{settings.metrics_port} cannot be bound: "
+                      f"{exc.strerror or exc} (--metrics-port; -1 turns it off)") from None
 
     def close() -> None:
         httpd.shutdown()

@@ -32,7 +32,8 @@ import numpy as np
 from kerve.registry.errors import DeadlineExceededError, ResourceExhaustedError
 
 PredictFn = Callable[[list[np.ndarray]], list[np.ndarray]]
-Observer = Callable[[int, float], None]  # (batch rows, seconds the oldest request queued)
+# (rows in the call, seconds its oldest request queued, requests in it, their queued seconds)
+Observer = Callable[[int, float, int, float], None]
 
 
 @dataclass
@@ -173,7 +174,8 @@ class Batcher:
         started = time.perf_counter()
         try:
             if self._observe is not None:
-                self._observe(pending.rows, started - pending.enqueued)
+                waited = started - pending.enqueued
+                self._observe(pending.rows, waited, 1, waited)
             _resolve(pending.future, self._predict(pending.arrays))
         except Exception as exc:  # noqa: BLE001 - the request fails, the server goes on
             _fail(pending.future, exc)
@@ -189,7 +191,9 @@ class Batcher:
         loop = asyncio.get_running_loop()
         try:
             if self._observe is not None:
-                self._observe(sum(p.rows for p in batch), time.perf_counter() - batch[0].enqueued)
+                now = time.perf_counter()
+                self._observe(sum(p.rows for p in batch), now - batch[0].enqueued, len(batch),
+                              sum(now - p.enqueued for p in batch))
             if len(batch) == 1 and not self._pad_to:
                 started = time.perf_counter()
                 outputs = await loop.run_in_executor(self._executor, self._predict, batch[0].arrays)
@@ -221,6 +225,7 @@ class Batcher:
                 pad = np.zeros((target - total, *parts[0].shape[1:]), dtype=parts[0].dtype)
                 if pad.dtype == np.object_:
                     pad.fill(b"")  # string rows: zeros would be ints
+
                 parts.append(pad)
             merged.append(np.concatenate(parts, axis=0) if len(parts) > 1 else parts[0])
         return merged

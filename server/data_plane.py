@@ -16,6 +16,7 @@ import numpy as np
 
 from kerve.registry.errors import InvalidArgumentError, KerveError, NotFoundError
 from kerve.registry.names import VersionRef
+from kerve.registry.serving_options import ServingOptions, options_from_tags
 from kerve.registry.signature import Signature, TensorSpec
 from kerve.server.manager import ModelManager
 from kerve.server.metrics import Metrics
@@ -32,6 +33,9 @@ class VersionStats:
     fail_ns: int = 0
     inference_count: int = 0  # rows
     last_inference_ms: int = 0
+    queue_count: int = 0  # requests that went through the batcher's queue
+    queue_ns: int = 0  # the time they waited there
+    execution_count: int = 0  # model calls
 
 
 @dataclass
@@ -41,10 +45,26 @@ class InferResult:
     outputs: dict[str, np.ndarray]
 
 
+@dataclass(frozen=True)
+class ServingConfig:
+    """How a version is served here: what Triton's ModelConfig describes."""
+
+    version: int
+    signature: Signature
+    options: ServingOptions
+    instances: int
+    device: str
+
+
 class DataPlane:
-    def __init__(self, manager: ModelManager, metrics: Metrics) -> None:
+    def __init__(self, manager: ModelManager, metrics: Metrics, *,
+                 defaults: ServingOptions | None = None, instances: int = 1,
+                 device: str = "/CPU:0") -> None:
         self._manager = manager
         self._metrics = metrics
+        self._defaults = defaults
+        self._instances = instances
+        self._device = device
         self._stats: dict[tuple[str, int], VersionStats] = {}
 
     async def infer(self, ref: VersionRef, inputs: dict[str, np.ndarray], *, api: str,
@@ -81,6 +101,13 @@ class DataPlane:
             if version is not None:
                 self._count(ref.name, version, code == "OK", rows, elapsed)
 
+    def note_queue(self, name: str, version: int, requests: int, queued_s: float) -> None:
+        """One model call of ``requests`` requests that waited ``queued_s`` in all."""
+        stats = self._stats.setdefault((name, version), VersionStats())
+        stats.queue_count += requests
+        stats.queue_ns += int(queued_s * 1e9)
+        stats.execution_count += 1
+
     def _count(self, name: str, version: int, ok: bool, rows: int, elapsed: float) -> None:
         stats = self._stats.setdefault((name, version), VersionStats())
         ns = int(elapsed * 1e9)
@@ -97,6 +124,14 @@ class DataPlane:
         """The signature of the version a reference means (loaded or not)."""
         info = await self._manager.version_info(ref)
         return info.version, info.signature
+
+    async def serving_config(self, ref: VersionRef) -> ServingConfig:
+        """The version a reference means, with the batching it gets here (its kerve.* tags
+        over the server's settings)."""
+        info = await self._manager.version_info(ref)
+        options = options_from_tags(info.tags, self._defaults)
+        return ServingConfig(info.version, info.signature, options, self._instances,
+                             self._device)
 
     # --- readiness and the repository ---------------------------------------------------
 

@@ -24,7 +24,7 @@ from kerve.server.tokens import SCOPES, Principal, load_tokens  # noqa: F401 (re
 log = logging.getLogger(__name__)
 
 # Methods that need more than read; health and reflection need nothing.
-_WRITE = {"UploadModel", "SetAlias", "DeleteAlias"}
+_WRITE = {"UploadModel", "SetAlias", "DeleteAlias", "RollbackAlias"}
 _ADMIN = {"DeleteModelVersion", "RepositoryModelLoad", "RepositoryModelUnload"}
 # Health, reflection and the v2 protocol's probes answer without a token: Kubernetes probes
 # carry none.

@@ -11,7 +11,7 @@ from kerve.server.data_plane import DataPlane, deadline_of
 from kerve.server.states import state_words
 
 SERVER_NAME = "kerve"
-EXTENSIONS = ["model_repository", "statistics"]
+EXTENSIONS = ["model_repository", "statistics", "model_configuration"]
 
 
 class KServeServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
@@ -44,6 +44,35 @@ class KServeServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
                 target.add(name=spec.name, datatype=codecs.v2_datatype(spec.np_dtype),
                            shape=spec.shape)
         return response
+
+    async def ModelConfig(self, request, context):
+        """Triton's model configuration, from what kerve knows: the signature, the
+        batcher's settings for this version, where it runs."""
+        ref = VersionRef.of(request.name, request.version)
+        served = await self.data_plane.serving_config(ref)
+        signature, options = served.signature, served.options
+        batched = signature.batchable
+        config = pb.ModelConfig(name=ref.name, platform="tensorflow_keras", backend="kerve",
+                                max_batch_size=options.max_batch_size if batched else 0)
+        for specs, target in ((signature.inputs, config.input),
+                              (signature.outputs, config.output)):
+            for spec in specs:
+                datatype = codecs.v2_datatype(spec.np_dtype)
+                target.add(name=spec.name,
+                           data_type=pb.DataType.Value(
+                               "TYPE_STRING" if datatype == "BYTES" else f"TYPE_{datatype}"),
+                           dims=spec.shape[1:] if batched else spec.shape)
+        if batched and options.max_batch_size > 1:
+            config.dynamic_batching.max_queue_delay_microseconds = \
+                int(options.batch_timeout_ms * 1000)
+            if options.jit_compile:
+                config.dynamic_batching.preferred_batch_size.extend(options.batch_sizes())
+        gpu = served.device.upper().startswith("/GPU")
+        config.instance_group.add(
+            name=ref.name, count=served.instances,
+            kind=pb.ModelInstanceGroup.KIND_GPU if gpu else pb.ModelInstanceGroup.KIND_CPU,
+            gpus=[int(served.device.rsplit(":", 1)[-1])] if gpu else [])
+        return pb.ModelConfigResponse(config=config)
 
     async def ModelInfer(self, request, context):
         ref = VersionRef.of(request.model_name, request.model_version)
@@ -86,6 +115,9 @@ class KServeServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
             entry.inference_stats.success.ns = stats.success_ns
             entry.inference_stats.fail.count = stats.fail_count
             entry.inference_stats.fail.ns = stats.fail_ns
+            entry.inference_stats.queue.count = stats.queue_count
+            entry.inference_stats.queue.ns = stats.queue_ns
+            entry.execution_count = stats.execution_count
         return response
 
     async def RepositoryIndex(self, request, context):

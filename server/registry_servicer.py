@@ -116,13 +116,22 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         parts = [DeclaredPart(_kind(p.kind), p.size, p.sha256) for p in h.parts]
         if len({p.kind for p in parts}) != len(parts):
             raise InvalidArgumentError("each part kind may be declared once")
-        header = UploadHeader(h.name, parts, list(h.aliases), h.description, dict(h.tags))
+        header = UploadHeader(h.name, parts, list(h.aliases), h.description, dict(h.tags),
+                              base=h.base)
         info = await self.registry.upload(header, _chunks(request_iterator))
         return pb.UploadModelResponse(version=version_proto(info, self.status_of))
 
     async def ListModels(self, request, context):
         models = await self.registry.list_models()
-        return pb.ListModelsResponse(models=[model_proto(m) for m in models])
+        if not (request.tags or request.layer_classes or request.custom_objects):
+            return pb.ListModelsResponse(models=[model_proto(m) for m in models])
+        versions = await self.registry.search(tags=dict(request.tags),
+                                              layer_classes=list(request.layer_classes),
+                                              custom_objects=list(request.custom_objects))
+        names = {v.name for v in versions}
+        return pb.ListModelsResponse(models=[model_proto(m) for m in models if m.name in names],
+                                     versions=[version_proto(v, self.status_of)
+                                               for v in versions])
 
     async def GetModel(self, request, context):
         info, versions = await self.registry.get_model(request.name)
@@ -144,6 +153,38 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
     async def DeleteModelVersion(self, request, context):
         await self.registry.delete_version(request.name, request.version)
         return pb.DeleteModelVersionResponse()
+
+    async def GetAliasHistory(self, request, context):
+        moves = await self.registry.alias_history(request.name, request.alias)
+        response = pb.GetAliasHistoryResponse()
+        for move in moves:
+            entry = response.moves.add(from_version=move.from_version or 0,
+                                       to_version=move.to_version or 0, actor=move.actor)
+            entry.at.FromDatetime(move.at)
+        return response
+
+    async def RollbackAlias(self, request, context):
+        info, version = await self.registry.rollback_alias(request.name, request.alias)
+        return pb.RollbackAliasResponse(model=model_proto(info), version=version)
+
+    async def DiffVersions(self, request, context):
+        d = await self.registry.diff(request.name, request.a, request.b)
+        return pb.DiffVersionsResponse(
+            name=d.name, version_a=d.version_a, version_b=d.version_b,
+            same_architecture=d.same_architecture, same_weights=d.same_weights,
+            layers=[pb.LayerChange(layer=c.layer, change=c.change, class_a=c.class_a,
+                                   class_b=c.class_b,
+                                   config=[pb.ConfigChange(key=k, a=va, b=vb)
+                                           for k, (va, vb) in c.config.items()])
+                    for c in d.layers],
+            weights=[pb.WeightChange(variable=w.variable, shape_a=w.shape_a or [],
+                                     shape_b=w.shape_b or [], in_a=w.shape_a is not None,
+                                     in_b=w.shape_b is not None) for w in d.weights],
+            parameters_a=d.parameters_a, parameters_b=d.parameters_b,
+            custom_objects_added=d.custom_objects_added,
+            custom_objects_removed=d.custom_objects_removed,
+            signature=[pb.SignatureChange(side=c.side, name=c.name, a=c.a, b=c.b)
+                       for c in d.signature])
 
     async def DownloadModelVersion(self, request, context):
         ref = VersionRef.of(request.name, request.version or None, request.alias or None)

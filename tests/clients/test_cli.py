@@ -65,7 +65,8 @@ def test_predict_prints_and_saves(server, cli_model, tmp_path):
     np.testing.assert_allclose(np.load(tmp_path / "out" / f"{first}.npy"), b.outputs[0],
                                atol=1e-5)
     printed = json.loads(kerve("predict", "cli-model:1", "--input", f"a={tmp_path / 'a.npy'}",
-                               "--input", f"b={tmp_path / 'b.npy'}", server=server).stdout)
+                               "--input", f"b={tmp_path / 'b.npy'}", "--json",
+                               server=server).stdout)
     np.testing.assert_allclose(np.array(printed[second]["data"]), b.outputs[1],
                                atol=1e-5)
 
@@ -87,7 +88,7 @@ def test_alias_and_delete(server, cli_model):
     (["upload", "x", "/no/such/file.keras"], "no such file"),
     (["upload", "x"], "give MODEL.keras"),
     (["download", "bad@Alias!", "/tmp/x"], "invalid alias"),
-    (["predict", "x", "--input", "oops"], "--input expects NAME=FILE.npy"),
+    (["predict", "x", "--input", "oops"], "--input expects NAME=FILE"),
     (["alias", "x", "production"], "kerve alias NAME ALIAS VERSION"),
 ])
 def test_user_errors_are_one_line(args, message, server):
@@ -108,8 +109,8 @@ def test_unreachable_server_is_one_line():
 
 
 def test_help_everywhere():
-    for command in ([], ["serve"], ["upload"], ["models"], ["alias"], ["delete"], ["download"],
-                    ["predict"]):
+    for command in ([], ["serve"], ["health"], ["upload"], ["models"], ["alias"], ["delete"],
+                    ["download"], ["predict"]):
         result = subprocess.run([sys.executable, "-m", "kerve.clients.cli", *command, "--help"],
                                 capture_output=True, text=True, env=server_env(), timeout=60)
         assert result.returncode == 0 and "usage: kerve" in result.stdout

@@ -129,6 +129,27 @@ def test_weights_missing_a_layer_refused(client, tmp_path, leaves_nothing):
     assert "weights do not match the architecture" in details
 
 
+def test_nan_weights_are_named_as_nan(client, tmp_path, leaves_nothing):
+    """A saved NaN is not an unset variable: each is reported as what it is."""
+    import keras
+    import numpy as np
+
+    inputs = keras.Input((4,), name="x")
+    model = keras.Model(inputs, keras.layers.Dense(2, name="nanny")(inputs))
+    kernel, bias = model.get_weights()
+    kernel[0, 0] = np.nan
+    model.set_weights([kernel, bias])
+    arch = tmp_path / "a.json"
+    arch.write_text(model.to_json())
+    model.save_weights(tmp_path / "w.weights.h5")
+    with pytest.raises(grpc.RpcError) as e:
+        client.upload("nan-weights", architecture=arch, weights=tmp_path / "w.weights.h5")
+    code, details = _status(e)
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert "NaN values in" in details and "nanny/kernel" in details
+    assert "no saved value" not in details
+
+
 @pytest.mark.parametrize("content,message", [
     (b"not json", "architecture is not valid JSON"),
     (b'{"hello": 1}', "not a Keras model config"),

@@ -229,7 +229,7 @@ def test_requests_of_different_lengths_each_answer_as_alone():
 
 
 def test_an_observer_that_raises_fails_the_request_not_the_queue():
-    def observe(rows, queued):
+    def observe(rows, oldest, requests, queued):
         raise RuntimeError("observer broke")
 
     async def main(inline):

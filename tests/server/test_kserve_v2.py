@@ -64,6 +64,7 @@ def test_server_endpoints(served_zoo, triton):
     assert stats.name == "srv-mnist_mlp"
     assert stats.inference_stats.success.count >= 1 and stats.inference_count >= 3
     assert stats.inference_stats.success.ns > 0 and stats.last_inference > 0
+    assert stats.inference_stats.queue.count >= 1 and stats.execution_count >= 1
 
 
 def test_requested_output_filtering(served_zoo, triton):

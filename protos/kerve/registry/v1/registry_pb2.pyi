@@ -34,7 +34,7 @@ class PartInfo(_message.Message):
     def __init__(self, kind: _Optional[_Union[PartKind, str]] = ..., size: _Optional[int] = ..., sha256: _Optional[str] = ...) -> None: ...
 
 class UploadHeader(_message.Message):
-    __slots__ = ("name", "parts", "aliases", "description", "tags")
+    __slots__ = ("name", "parts", "aliases", "description", "tags", "base")
     class TagsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -47,12 +47,14 @@ class UploadHeader(_message.Message):
     ALIASES_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     TAGS_FIELD_NUMBER: _ClassVar[int]
+    BASE_FIELD_NUMBER: _ClassVar[int]
     name: str
     parts: _containers.RepeatedCompositeFieldContainer[PartInfo]
     aliases: _containers.RepeatedScalarFieldContainer[str]
     description: str
     tags: _containers.ScalarMap[str, str]
-    def __init__(self, name: _Optional[str] = ..., parts: _Optional[_Iterable[_Union[PartInfo, _Mapping]]] = ..., aliases: _Optional[_Iterable[str]] = ..., description: _Optional[str] = ..., tags: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    base: str
+    def __init__(self, name: _Optional[str] = ..., parts: _Optional[_Iterable[_Union[PartInfo, _Mapping]]] = ..., aliases: _Optional[_Iterable[str]] = ..., description: _Optional[str] = ..., tags: _Optional[_Mapping[str, str]] = ..., base: _Optional[str] = ...) -> None: ...
 
 class UploadChunk(_message.Message):
     __slots__ = ("kind", "data")
@@ -173,14 +175,29 @@ class Model(_message.Message):
     def __init__(self, name: _Optional[str] = ..., versions: _Optional[_Iterable[int]] = ..., aliases: _Optional[_Mapping[str, int]] = ..., default_version: _Optional[int] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("tags", "layer_classes", "custom_objects")
+    class TagsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    TAGS_FIELD_NUMBER: _ClassVar[int]
+    LAYER_CLASSES_FIELD_NUMBER: _ClassVar[int]
+    CUSTOM_OBJECTS_FIELD_NUMBER: _ClassVar[int]
+    tags: _containers.ScalarMap[str, str]
+    layer_classes: _containers.RepeatedScalarFieldContainer[str]
+    custom_objects: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, tags: _Optional[_Mapping[str, str]] = ..., layer_classes: _Optional[_Iterable[str]] = ..., custom_objects: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ListModelsResponse(_message.Message):
-    __slots__ = ("models",)
+    __slots__ = ("models", "versions")
     MODELS_FIELD_NUMBER: _ClassVar[int]
+    VERSIONS_FIELD_NUMBER: _ClassVar[int]
     models: _containers.RepeatedCompositeFieldContainer[Model]
-    def __init__(self, models: _Optional[_Iterable[_Union[Model, _Mapping]]] = ...) -> None: ...
+    versions: _containers.RepeatedCompositeFieldContainer[ModelVersion]
+    def __init__(self, models: _Optional[_Iterable[_Union[Model, _Mapping]]] = ..., versions: _Optional[_Iterable[_Union[ModelVersion, _Mapping]]] = ...) -> None: ...
 
 class GetModelRequest(_message.Message):
     __slots__ = ("name",)
@@ -273,3 +290,133 @@ class DownloadModelVersionResponse(_message.Message):
     header: ModelVersion
     chunk: UploadChunk
     def __init__(self, header: _Optional[_Union[ModelVersion, _Mapping]] = ..., chunk: _Optional[_Union[UploadChunk, _Mapping]] = ...) -> None: ...
+
+class DiffVersionsRequest(_message.Message):
+    __slots__ = ("name", "a", "b")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    A_FIELD_NUMBER: _ClassVar[int]
+    B_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    a: str
+    b: str
+    def __init__(self, name: _Optional[str] = ..., a: _Optional[str] = ..., b: _Optional[str] = ...) -> None: ...
+
+class ConfigChange(_message.Message):
+    __slots__ = ("key", "a", "b")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    A_FIELD_NUMBER: _ClassVar[int]
+    B_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    a: str
+    b: str
+    def __init__(self, key: _Optional[str] = ..., a: _Optional[str] = ..., b: _Optional[str] = ...) -> None: ...
+
+class LayerChange(_message.Message):
+    __slots__ = ("layer", "change", "class_a", "class_b", "config")
+    LAYER_FIELD_NUMBER: _ClassVar[int]
+    CHANGE_FIELD_NUMBER: _ClassVar[int]
+    CLASS_A_FIELD_NUMBER: _ClassVar[int]
+    CLASS_B_FIELD_NUMBER: _ClassVar[int]
+    CONFIG_FIELD_NUMBER: _ClassVar[int]
+    layer: str
+    change: str
+    class_a: str
+    class_b: str
+    config: _containers.RepeatedCompositeFieldContainer[ConfigChange]
+    def __init__(self, layer: _Optional[str] = ..., change: _Optional[str] = ..., class_a: _Optional[str] = ..., class_b: _Optional[str] = ..., config: _Optional[_Iterable[_Union[ConfigChange, _Mapping]]] = ...) -> None: ...
+
+class WeightChange(_message.Message):
+    __slots__ = ("variable", "shape_a", "shape_b", "in_a", "in_b")
+    VARIABLE_FIELD_NUMBER: _ClassVar[int]
+    SHAPE_A_FIELD_NUMBER: _ClassVar[int]
+    SHAPE_B_FIELD_NUMBER: _ClassVar[int]
+    IN_A_FIELD_NUMBER: _ClassVar[int]
+    IN_B_FIELD_NUMBER: _ClassVar[int]
+    variable: str
+    shape_a: _containers.RepeatedScalarFieldContainer[int]
+    shape_b: _containers.RepeatedScalarFieldContainer[int]
+    in_a: bool
+    in_b: bool
+    def __init__(self, variable: _Optional[str] = ..., shape_a: _Optional[_Iterable[int]] = ..., shape_b: _Optional[_Iterable[int]] = ..., in_a: _Optional[bool] = ..., in_b: _Optional[bool] = ...) -> None: ...
+
+class SignatureChange(_message.Message):
+    __slots__ = ("side", "name", "a", "b")
+    SIDE_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    A_FIELD_NUMBER: _ClassVar[int]
+    B_FIELD_NUMBER: _ClassVar[int]
+    side: str
+    name: str
+    a: str
+    b: str
+    def __init__(self, side: _Optional[str] = ..., name: _Optional[str] = ..., a: _Optional[str] = ..., b: _Optional[str] = ...) -> None: ...
+
+class DiffVersionsResponse(_message.Message):
+    __slots__ = ("name", "version_a", "version_b", "same_architecture", "same_weights", "layers", "weights", "parameters_a", "parameters_b", "custom_objects_added", "custom_objects_removed", "signature")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_A_FIELD_NUMBER: _ClassVar[int]
+    VERSION_B_FIELD_NUMBER: _ClassVar[int]
+    SAME_ARCHITECTURE_FIELD_NUMBER: _ClassVar[int]
+    SAME_WEIGHTS_FIELD_NUMBER: _ClassVar[int]
+    LAYERS_FIELD_NUMBER: _ClassVar[int]
+    WEIGHTS_FIELD_NUMBER: _ClassVar[int]
+    PARAMETERS_A_FIELD_NUMBER: _ClassVar[int]
+    PARAMETERS_B_FIELD_NUMBER: _ClassVar[int]
+    CUSTOM_OBJECTS_ADDED_FIELD_NUMBER: _ClassVar[int]
+    CUSTOM_OBJECTS_REMOVED_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    version_a: int
+    version_b: int
+    same_architecture: bool
+    same_weights: bool
+    layers: _containers.RepeatedCompositeFieldContainer[LayerChange]
+    weights: _containers.RepeatedCompositeFieldContainer[WeightChange]
+    parameters_a: int
+    parameters_b: int
+    custom_objects_added: _containers.RepeatedScalarFieldContainer[str]
+    custom_objects_removed: _containers.RepeatedScalarFieldContainer[str]
+    signature: _containers.RepeatedCompositeFieldContainer[SignatureChange]
+    def __init__(self, name: _Optional[str] = ..., version_a: _Optional[int] = ..., version_b: _Optional[int] = ..., same_architecture: _Optional[bool] = ..., same_weights: _Optional[bool] = ..., layers: _Optional[_Iterable[_Union[LayerChange, _Mapping]]] = ..., weights: _Optional[_Iterable[_Union[WeightChange, _Mapping]]] = ..., parameters_a: _Optional[int] = ..., parameters_b: _Optional[int] = ..., custom_objects_added: _Optional[_Iterable[str]] = ..., custom_objects_removed: _Optional[_Iterable[str]] = ..., signature: _Optional[_Iterable[_Union[SignatureChange, _Mapping]]] = ...) -> None: ...
+
+class GetAliasHistoryRequest(_message.Message):
+    __slots__ = ("name", "alias")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ALIAS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    alias: str
+    def __init__(self, name: _Optional[str] = ..., alias: _Optional[str] = ...) -> None: ...
+
+class AliasMove(_message.Message):
+    __slots__ = ("at", "from_version", "to_version", "actor")
+    AT_FIELD_NUMBER: _ClassVar[int]
+    FROM_VERSION_FIELD_NUMBER: _ClassVar[int]
+    TO_VERSION_FIELD_NUMBER: _ClassVar[int]
+    ACTOR_FIELD_NUMBER: _ClassVar[int]
+    at: _timestamp_pb2.Timestamp
+    from_version: int
+    to_version: int
+    actor: str
+    def __init__(self, at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., from_version: _Optional[int] = ..., to_version: _Optional[int] = ..., actor: _Optional[str] = ...) -> None: ...
+
+class GetAliasHistoryResponse(_message.Message):
+    __slots__ = ("moves",)
+    MOVES_FIELD_NUMBER: _ClassVar[int]
+    moves: _containers.RepeatedCompositeFieldContainer[AliasMove]
+    def __init__(self, moves: _Optional[_Iterable[_Union[AliasMove, _Mapping]]] = ...) -> None: ...
+
+class RollbackAliasRequest(_message.Message):
+    __slots__ = ("name", "alias")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ALIAS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    alias: str
+    def __init__(self, name: _Optional[str] = ..., alias: _Optional[str] = ...) -> None: ...
+
+class RollbackAliasResponse(_message.Message):
+    __slots__ = ("model", "version")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    model: Model
+    version: int
+    def __init__(self, model: _Optional[_Union[Model, _Mapping]] = ..., version: _Optional[int] = ...) -> None: ...

@@ -69,6 +69,21 @@ class RegistryServiceStub:
                 request_serializer=kerve_dot_protos_dot_kerve_dot_registry_dot_v1_dot_registry__pb2.DownloadModelVersionRequest.SerializeToString,
                 response_deserializer=kerve_dot_protos_dot_kerve_dot_registry_dot_v1_dot_registry__pb2.DownloadModelVersionResponse.FromString,
                 _registered_method=True)
+        self.DiffVersions = channel.unary_unary(
+                '/kerve.registry.v1.RegistryService/DiffVersions',
+                request_serializer=kerve_dot_protos_dot_kerve_dot_registry_dot_v1_dot_registry__pb2.DiffVersionsRequest.SerializeToString,
+                response_deserializer=kerve_dot_protos_dot_kerve_dot_registry_dot_v1_dot_registry__pb2.DiffVersionsResponse.FromString,
+                _registered_method=True)
+        self.GetAliasHistory = channel.unary_unary(
+                '/kerve.registry.v1.RegistryService/GetAliasHistory',
+                request_serializer=kerve_dot_protos_dot_kerve_dot_registry_dot_v1_dot_registry__pb2.GetAliasHistoryRequest.SerializeToString,
+                response_deserializer=kerve_dot_protos_dot_kerve_dot_registry_dot_v1_dot_registry__pb2.GetAliasHistoryResponse.FromString,
+                _registered_method=True)
+        self.RollbackAlias = channel.unary_unary(
+                '/kerve.registry.v1.RegistryService/RollbackAlias',
+                request_serializer=kerve_dot_protos_dot_kerve_dot_registry_dot_v1_dot_registry__pb2.RollbackAliasRequest.SerializeToString,
+                response_deserializer=kerve_dot_protos_dot_kerve_dot_registry_dot_v1_dot_registry__pb2.RollbackAliasResponse.FromString,
+                _registered_method=True)
 
 
 class RegistryServiceServicer:
@@ -120,6 +135,28 @@ class RegistryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DiffVersions(self, request, context):
+        """What changed from version a to version b: layers and their config keys, weight shapes,
+        parameter counts, custom objects, signature.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetAliasHistory(self, request, context):
+        """Every move of an alias: from, to, when, by whom.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RollbackAlias(self, request, context):
+        """Move an alias back to the version its last move took it from.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RegistryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -157,6 +194,21 @@ def add_RegistryServiceServicer_to_server(servicer, server):
                     servicer.DownloadModelVersion,
                     request_deserializer=kerve_dot_protos_dot_kerve_dot_registry_dot_v1_dot_registry__pb2.DownloadModelVersionRequest.FromString,
                     response_serializer=kerve_dot_protos_dot_kerve_dot_registry_dot_v1_dot_registry__pb2.DownloadModelVersionResponse.SerializeToString,
+            ),
+            'DiffVersions': grpc.unary_unary_rpc_method_handler(
+                    servicer.DiffVersions,
+                    request_deserializer=kerve_dot_protos_dot_kerve_dot_registry_dot_v1_dot_registry__pb2.DiffVersionsRequest.FromString,
+                    response_serializer=kerve_dot_protos_dot_kerve_dot_registry_dot_v1_dot_registry__pb2.DiffVersionsResponse.SerializeToString,
+            ),
+            'GetAliasHistory': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetAliasHistory,
+                    request_deserializer=kerve_dot_protos_dot_kerve_dot_registry_dot_v1_dot_registry__pb2.GetAliasHistoryRequest.FromString,
+                    response_serializer=kerve_dot_protos_dot_kerve_dot_registry_dot_v1_dot_registry__pb2.GetAliasHistoryResponse.SerializeToString,
+            ),
+            'RollbackAlias': grpc.unary_unary_rpc_method_handler(
+                    servicer.RollbackAlias,
+                    request_deserializer=kerve_dot_protos_dot_kerve_dot_registry_dot_v1_dot_registry__pb2.RollbackAliasRequest.FromString,
+                    response_serializer=kerve_dot_protos_dot_kerve_dot_registry_dot_v1_dot_registry__pb2.RollbackAliasResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -348,6 +400,87 @@ class RegistryService:
             '/kerve.registry.v1.RegistryService/DownloadModelVersion',
             kerve_dot_protos_dot_kerve_dot_registry_dot_v1_dot_registry__pb2.DownloadModelVersionRequest.SerializeToString,
             kerve_dot_protos_dot_kerve_dot_registry_dot_v1_dot_registry__pb2.DownloadModelVersionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DiffVersions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kerve.registry.v1.RegistryService/DiffVersions',
+            kerve_dot_protos_dot_kerve_dot_registry_dot_v1_dot_registry__pb2.DiffVersionsRequest.SerializeToString,
+            kerve_dot_protos_dot_kerve_dot_registry_dot_v1_dot_registry__pb2.DiffVersionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetAliasHistory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kerve.registry.v1.RegistryService/GetAliasHistory',
+            kerve_dot_protos_dot_kerve_dot_registry_dot_v1_dot_registry__pb2.GetAliasHistoryRequest.SerializeToString,
+            kerve_dot_protos_dot_kerve_dot_registry_dot_v1_dot_registry__pb2.GetAliasHistoryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RollbackAlias(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kerve.registry.v1.RegistryService/RollbackAlias',
+            kerve_dot_protos_dot_kerve_dot_registry_dot_v1_dot_registry__pb2.RollbackAliasRequest.SerializeToString,
+            kerve_dot_protos_dot_kerve_dot_registry_dot_v1_dot_registry__pb2.RollbackAliasResponse.FromString,
             options,
             channel_credentials,
             insecure,
