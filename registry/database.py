@@ -96,6 +96,9 @@ class VersionRow(Base):
     examples_size: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     # Added by migration 0003: the name of the token that uploaded it.
     created_by: Mapped[str] = mapped_column(String(160), nullable=False, default="")
+    # Added by migration 0004: see VersionInfo.provenance and VersionInfo.memory_estimate.
+    provenance: Mapped[dict] = mapped_column(JSON, nullable=False, default=dict)
+    memory_estimate: Mapped[dict | None] = mapped_column(JSON, nullable=True)
     model: Mapped[ModelRow] = relationship(back_populates="versions")
 
 
@@ -173,6 +176,11 @@ class VersionInfo:
     """The golden examples (.npz) the version must reproduce at load, if uploaded with any."""
     created_by: str = ""
     """The name of the token that uploaded it ("" before this was recorded)."""
+    provenance: dict = field(default_factory=dict)
+    """What produced the artifact and what validated it ({} before this was recorded)."""
+    memory_estimate: dict | None = None
+    """The memory a loaded version is estimated to need, by part, in bytes (None before
+    this was recorded)."""
 
     def blobs(self) -> list[Blob]:
         return [self.architecture, self.weights] + ([self.examples] if self.examples else [])
@@ -211,6 +219,8 @@ class NewVersion:
     warnings: list[str] = field(default_factory=list)
     examples: Blob | None = None
     created_by: str = ""
+    provenance: dict = field(default_factory=dict)
+    memory_estimate: dict | None = None
 
 
 def _utc(dt: datetime) -> datetime:
@@ -292,7 +302,9 @@ class Database:
             warnings=list(row.warnings or []),
             examples=(Blob(row.examples_sha256, row.examples_size or 0)
                       if row.examples_sha256 else None),
-            created_by=row.created_by or "")
+            created_by=row.created_by or "",
+            provenance=dict(row.provenance or {}),
+            memory_estimate=dict(row.memory_estimate) if row.memory_estimate else None)
 
     def list_models(self) -> list[ModelInfo]:
         with Session(self.engine) as s:
@@ -377,7 +389,8 @@ class Database:
                         tags=dict(new.tags), created=now, warnings=list(new.warnings),
                         examples_sha256=new.examples.sha256 if new.examples else None,
                         examples_size=new.examples.size if new.examples else None,
-                        created_by=new.created_by)
+                        created_by=new.created_by, provenance=dict(new.provenance),
+                        memory_estimate=new.memory_estimate)
                     s.add(row)
                     s.flush()
                     self._record(s, new.name, "upload", new.created_by, version=number)

@@ -13,7 +13,15 @@ from typing import AsyncIterator, Awaitable, BinaryIO, Callable
 from kerve.registry.archive import split_keras_archive
 from kerve.registry.audit import actor
 from kerve.registry.blobs import BlobStore
-from kerve.registry.database import AliasMove, Blob, Database, ModelInfo, NewVersion, VersionInfo, Write
+from kerve.registry.database import (
+    AliasMove,
+    Blob,
+    Database,
+    ModelInfo,
+    NewVersion,
+    VersionInfo,
+    Write,
+)
 from kerve.registry.diff import VersionDiff, diff_versions
 from kerve.registry.errors import FailedPreconditionError, NotFoundError
 from kerve.registry.limits import UploadLimits, check_architecture_size
