@@ -34,8 +34,15 @@ class PartInfo(_message.Message):
     def __init__(self, kind: _Optional[_Union[PartKind, str]] = ..., size: _Optional[int] = ..., sha256: _Optional[str] = ...) -> None: ...
 
 class UploadHeader(_message.Message):
-    __slots__ = ("name", "parts", "aliases", "description", "tags", "base")
+    __slots__ = ("name", "parts", "aliases", "description", "tags", "base", "producer")
     class TagsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    class ProducerEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
         VALUE_FIELD_NUMBER: _ClassVar[int]
@@ -48,13 +55,15 @@ class UploadHeader(_message.Message):
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     TAGS_FIELD_NUMBER: _ClassVar[int]
     BASE_FIELD_NUMBER: _ClassVar[int]
+    PRODUCER_FIELD_NUMBER: _ClassVar[int]
     name: str
     parts: _containers.RepeatedCompositeFieldContainer[PartInfo]
     aliases: _containers.RepeatedScalarFieldContainer[str]
     description: str
     tags: _containers.ScalarMap[str, str]
     base: str
-    def __init__(self, name: _Optional[str] = ..., parts: _Optional[_Iterable[_Union[PartInfo, _Mapping]]] = ..., aliases: _Optional[_Iterable[str]] = ..., description: _Optional[str] = ..., tags: _Optional[_Mapping[str, str]] = ..., base: _Optional[str] = ...) -> None: ...
+    producer: _containers.ScalarMap[str, str]
+    def __init__(self, name: _Optional[str] = ..., parts: _Optional[_Iterable[_Union[PartInfo, _Mapping]]] = ..., aliases: _Optional[_Iterable[str]] = ..., description: _Optional[str] = ..., tags: _Optional[_Mapping[str, str]] = ..., base: _Optional[str] = ..., producer: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class UploadChunk(_message.Message):
     __slots__ = ("kind", "data")
@@ -105,8 +114,22 @@ class Blob(_message.Message):
     def __init__(self, sha256: _Optional[str] = ..., size: _Optional[int] = ...) -> None: ...
 
 class ModelVersion(_message.Message):
-    __slots__ = ("name", "version", "status", "status_message", "created", "architecture", "weights", "weights_format", "signature", "layer_classes", "custom_objects", "keras_version", "tensorflow_version", "parameter_count", "description", "tags", "aliases", "warnings", "examples", "created_by")
+    __slots__ = ("name", "version", "status", "status_message", "created", "architecture", "weights", "weights_format", "signature", "layer_classes", "custom_objects", "keras_version", "tensorflow_version", "parameter_count", "description", "tags", "aliases", "warnings", "examples", "created_by", "producer", "producer_sources", "plugin_modules", "load_warnings")
     class TagsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    class ProducerEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    class ProducerSourcesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
         VALUE_FIELD_NUMBER: _ClassVar[int]
@@ -133,6 +156,10 @@ class ModelVersion(_message.Message):
     WARNINGS_FIELD_NUMBER: _ClassVar[int]
     EXAMPLES_FIELD_NUMBER: _ClassVar[int]
     CREATED_BY_FIELD_NUMBER: _ClassVar[int]
+    PRODUCER_FIELD_NUMBER: _ClassVar[int]
+    PRODUCER_SOURCES_FIELD_NUMBER: _ClassVar[int]
+    PLUGIN_MODULES_FIELD_NUMBER: _ClassVar[int]
+    LOAD_WARNINGS_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: int
     status: str
@@ -153,7 +180,25 @@ class ModelVersion(_message.Message):
     warnings: _containers.RepeatedScalarFieldContainer[str]
     examples: Blob
     created_by: str
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., status: _Optional[str] = ..., status_message: _Optional[str] = ..., created: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., architecture: _Optional[_Union[Blob, _Mapping]] = ..., weights: _Optional[_Union[Blob, _Mapping]] = ..., weights_format: _Optional[str] = ..., signature: _Optional[_Union[Signature, _Mapping]] = ..., layer_classes: _Optional[_Iterable[str]] = ..., custom_objects: _Optional[_Iterable[str]] = ..., keras_version: _Optional[str] = ..., tensorflow_version: _Optional[str] = ..., parameter_count: _Optional[int] = ..., description: _Optional[str] = ..., tags: _Optional[_Mapping[str, str]] = ..., aliases: _Optional[_Iterable[str]] = ..., warnings: _Optional[_Iterable[str]] = ..., examples: _Optional[_Union[Blob, _Mapping]] = ..., created_by: _Optional[str] = ...) -> None: ...
+    producer: _containers.ScalarMap[str, str]
+    producer_sources: _containers.ScalarMap[str, str]
+    plugin_modules: _containers.RepeatedCompositeFieldContainer[PluginModule]
+    load_warnings: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., status: _Optional[str] = ..., status_message: _Optional[str] = ..., created: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., architecture: _Optional[_Union[Blob, _Mapping]] = ..., weights: _Optional[_Union[Blob, _Mapping]] = ..., weights_format: _Optional[str] = ..., signature: _Optional[_Union[Signature, _Mapping]] = ..., layer_classes: _Optional[_Iterable[str]] = ..., custom_objects: _Optional[_Iterable[str]] = ..., keras_version: _Optional[str] = ..., tensorflow_version: _Optional[str] = ..., parameter_count: _Optional[int] = ..., description: _Optional[str] = ..., tags: _Optional[_Mapping[str, str]] = ..., aliases: _Optional[_Iterable[str]] = ..., warnings: _Optional[_Iterable[str]] = ..., examples: _Optional[_Union[Blob, _Mapping]] = ..., created_by: _Optional[str] = ..., producer: _Optional[_Mapping[str, str]] = ..., producer_sources: _Optional[_Mapping[str, str]] = ..., plugin_modules: _Optional[_Iterable[_Union[PluginModule, _Mapping]]] = ..., load_warnings: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class PluginModule(_message.Message):
+    __slots__ = ("module", "version", "version_source", "sha256", "custom_objects")
+    MODULE_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    VERSION_SOURCE_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    CUSTOM_OBJECTS_FIELD_NUMBER: _ClassVar[int]
+    module: str
+    version: str
+    version_source: str
+    sha256: str
+    custom_objects: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, module: _Optional[str] = ..., version: _Optional[str] = ..., version_source: _Optional[str] = ..., sha256: _Optional[str] = ..., custom_objects: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Model(_message.Message):
     __slots__ = ("name", "versions", "aliases", "default_version")
