@@ -30,6 +30,65 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+TENSORFLOW_DISTRIBUTIONS = ("tensorflow", "tensorflow-cpu", "tensorflow-gpu", "tf-nightly",
+                            "tensorflow-macos", "tensorflow-intel")
+
+
+def _installed(distributions: tuple[str, ...]) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    for dist in distributions:
+        try:
+            return version(dist)
+        except PackageNotFoundError:
+            continue
+    return None
+
+
+def keras_backend() -> str:
+    """The backend Keras runs (or would run) here, found as Keras finds it, without
+    importing it: keras.config.backend() where Keras is imported already, else
+    KERAS_BACKEND, else the keras.json in KERAS_HOME (or ~/.keras, or /tmp/.keras where
+    that is not writable), else Keras's default, tensorflow."""
+    import json
+    import sys
+
+    keras = sys.modules.get("keras")
+    config = getattr(keras, "config", None)
+    if config is not None and callable(getattr(config, "backend", None)):
+        return str(config.backend())
+    if os.environ.get("KERAS_BACKEND"):
+        return os.environ["KERAS_BACKEND"]
+    home = os.environ.get("KERAS_HOME")
+    if not home:
+        base = os.path.expanduser("~")
+        home = os.path.join(base if os.access(base, os.W_OK) else "/tmp", ".keras")
+    try:
+        with open(os.path.join(home, "keras.json")) as f:
+            backend = json.load(f).get("backend")
+        if isinstance(backend, str) and backend:
+            return backend
+    except (OSError, ValueError, AttributeError):
+        pass
+    return "tensorflow"
+
+
+def producer_environment(model: Any = None) -> dict[str, str]:
+    """What this client says of the environment an upload comes from: the installed keras
+    and tensorflow versions and the backend (no TensorFlow import). For a model object, the
+    Keras that built it (tf_keras for a tf.keras model under Keras 3)."""
+    import sys
+
+    found = {"keras_version": _installed(("keras",)),
+             "tensorflow_version": _installed(TENSORFLOW_DISTRIBUTIONS),
+             "backend": keras_backend()}
+    package = type(model).__module__.split(".")[0] if model is not None else ""
+    if package == "tf_keras":
+        found["keras_version"] = getattr(sys.modules.get("tf_keras"), "__version__", None)
+        found["backend"] = "tensorflow"
+    return {k: v for k, v in found.items() if v}
+
+
 def version_dict(message: pb.ModelVersion) -> dict:
     """A ModelVersion as plain data: ints as ints, field names as in the proto."""
     d = MessageToDict(message, preserving_proto_field_name=True,
@@ -42,6 +101,8 @@ def version_dict(message: pb.ModelVersion) -> dict:
         d[part]["size"] = int(d[part].get("size", 0))
     if message.HasField("examples"):
         d["examples"]["size"] = int(d["examples"].get("size", 0))
+    d.setdefault("producer", {})
+    d.setdefault("producer_sources", {})
     for side in ("inputs", "outputs"):
         for spec in d["signature"].get(side, []):
             spec["shape"] = [int(x) for x in spec.get("shape", [])]
@@ -214,7 +275,7 @@ class Client:
                     raise FileNotFoundError(f"no such file: {path}")
             header = pb.UploadHeader(
                 name=name, aliases=list(aliases), description=description, tags=tags or {},
-                base="" if base is None else str(base),
+                base="" if base is None else str(base), producer=producer_environment(model),
                 parts=[pb.PartInfo(kind=k, size=p.stat().st_size, sha256=_sha256(p))
                        for k, p in parts])
             total = sum(p.stat().st_size for _, p in parts)

@@ -181,6 +181,13 @@ def _print_model(model: dict) -> None:
         print(f"    inputs  {ins}\n    outputs {outs}")
         if v.get("custom_objects"):
             print(f"    custom objects {', '.join(v['custom_objects'])}")
+        if v.get("producer"):
+            print(f"    produced by {_producer(v['producer'], v.get('producer_sources', {}))}")
+        for m in v.get("plugin_modules", []):
+            print(f"    plugin {m['module']} {m['version']} ({m['version_source']}): "
+                  f"{', '.join(m.get('custom_objects', []))}")
+        for warning in v.get("load_warnings", []):
+            print(f"    load warning: {warning}")
         if v.get("examples"):
             print(f"    golden examples {v['examples']['sha256'][:12]} "
                   f"({v['examples']['size']} bytes)")
@@ -195,6 +202,18 @@ def _print_model(model: dict) -> None:
             (f" -> {w['version']}" if w.get("alias") and w.get("version")
              else f" {w['version']}" if w.get("version") else "")
         print(f"    {w['at']}  {what}  by {w['actor'] or '-'}")
+
+
+_PRODUCER_WORDS = (("keras_version", "Keras {}"), ("tensorflow_version", "TensorFlow {}"),
+                   ("backend", "backend {}"), ("date_saved", "saved {}"))
+
+
+def _producer(producer: dict, sources: dict) -> str:
+    """"Keras 3.15.1 (keras_archive), TensorFlow 2.21.0 (client), ...": each value with
+    where the registry read it."""
+    return ", ".join(words.format(producer[key]) + (f" ({sources[key]})" if key in sources
+                                                   else "")
+                     for key, words in _PRODUCER_WORDS if producer.get(key))
 
 
 def _version_of(client, ref) -> int:

@@ -4,12 +4,14 @@ the blob store. Transport-free: the gRPC servicer only converts messages to and 
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 import logging
 import shutil
 import time
 from pathlib import Path
 from typing import AsyncIterator, Awaitable, BinaryIO, Callable
 
+from kerve.registry import provenance
 from kerve.registry.archive import split_keras_archive
 from kerve.registry.audit import actor
 from kerve.registry.blobs import BlobStore
@@ -39,6 +41,15 @@ from kerve.registry.uploads import (
 from kerve.registry.validation_worker import ValidationWorker
 
 log = logging.getLogger(__name__)
+
+
+def _installed_keras() -> str:
+    """The Keras version validation runs (the worker imports this installation), read
+    without importing Keras into a process that may not need it."""
+    try:
+        return importlib.metadata.version("keras")
+    except importlib.metadata.PackageNotFoundError:
+        return ""
 
 
 class Registry:
@@ -95,7 +106,14 @@ class Registry:
             (architecture, arch_blob), (weights, weights_blob) = \
                 await self._architecture_and_weights(staged, verified, header)
             examples = staged.paths.get(EXAMPLES)
+            by_source = await self._declared_producer(staged, header)
             report = await self.validation.validate(architecture, weights, examples)
+            by_source.update(report.producer)
+            recorded = provenance.provenance(by_source, report.plugin_modules)
+            crossed = provenance.judge(recorded["producer"], report.keras_version,
+                                       sources=recorded["sources"],
+                                       layer_classes=report.layer_classes,
+                                       weights_format=report.weights_format)
             new = NewVersion(
                 name=header.name, architecture=arch_blob, weights=weights_blob,
                 weights_format=report.weights_format, signature=report.signature,
@@ -103,8 +121,8 @@ class Registry:
                 keras_version=report.keras_version,
                 tensorflow_version=report.tensorflow_version,
                 parameter_count=report.parameter_count, description=header.description,
-                tags=dict(header.tags), warnings=report.warnings,
-                examples=verified.get(EXAMPLES), created_by=actor())
+                tags=dict(header.tags), warnings=report.warnings + crossed,
+                examples=verified.get(EXAMPLES), created_by=actor(), provenance=recorded)
             files = [(arch_blob, architecture), (weights_blob, weights)]
             if examples is not None:
                 files.append((verified[EXAMPLES], examples))
@@ -115,6 +133,20 @@ class Registry:
                  info.parameter_count)
         await self._changed(info.name)
         return info
+
+    async def _declared_producer(self, staged: StagedUpload,
+                                 header: UploadHeader) -> dict[str, dict[str, str]]:
+        """What the archive's metadata and the client say of the producer, by source. A
+        refused boundary the archive shows is refused before validation runs; the client's
+        word is judged after, with what the architecture and weights say, which beats it."""
+        by_source = {provenance.CLIENT: provenance.check_client_producer(header.producer)}
+        if KERAS_ARCHIVE in staged.paths:
+            archive = await asyncio.to_thread(provenance.read_archive_metadata,
+                                              staged.paths[KERAS_ARCHIVE])
+            by_source[provenance.KERAS_ARCHIVE] = archive
+            provenance.judge(archive, _installed_keras(),
+                             sources=dict.fromkeys(archive, provenance.KERAS_ARCHIVE))
+        return by_source
 
     async def _architecture_and_weights(
             self, staged: StagedUpload, verified: dict[str, Blob],

@@ -24,6 +24,7 @@ from kerve.registry.errors import (
     ResourceExhaustedError,
 )
 from kerve.registry.names import check_alias, check_model_name
+from kerve.registry.provenance import check_client_producer
 from kerve.registry.serving_options import check_serving_tags
 
 ARCHITECTURE, WEIGHTS, KERAS_ARCHIVE = "architecture", "weights", "keras"
@@ -54,6 +55,9 @@ class UploadHeader:
     base: str = ""
     """For weights alone: the version (digits) or alias whose architecture they fit;
     empty: the model's default version."""
+    producer: dict[str, str] = field(default_factory=dict)
+    """What the client says of the environment it uploads from (keras_version,
+    tensorflow_version, backend): the producer where the artifact itself does not say."""
 
     def check(self, max_bytes: int) -> None:
         """Refuse a bad name, alias, description, tag or part list before any byte arrives."""
@@ -70,6 +74,7 @@ class UploadHeader:
             raise InvalidArgumentError(
                 f"description is longer than {MAX_DESCRIPTION} characters")
         check_serving_tags(self.tags)
+        check_client_producer(self.producer)
         kinds = sorted(p.kind for p in self.parts)
         if self.base and WEIGHTS not in kinds or self.base and ARCHITECTURE in kinds:
             raise InvalidArgumentError(

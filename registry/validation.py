@@ -11,6 +11,7 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from kerve.registry import provenance
 from kerve.registry.errors import InvalidArgumentError
 from kerve.registry.limits import UploadLimits, check_weights_file, read_architecture
 from kerve.registry.plugins import Plugins, load_plugins
@@ -33,6 +34,11 @@ class ValidationReport:
     outputs); not a refusal."""
     keras_warnings: list[str] = field(default_factory=list)
     """Python warnings Keras raised while building the model: logged, not stored."""
+    producer: dict[str, dict[str, str]] = field(default_factory=dict)
+    """What the architecture and the weights say of their producer, by source
+    (kerve.registry.provenance)."""
+    plugin_modules: list[dict] = field(default_factory=list)
+    """The plugin modules the custom objects came from, with their versions."""
 
 
 def validate_files(architecture: Path, weights: Path, plugins: Plugins,
@@ -81,6 +87,10 @@ def validate_files(architecture: Path, weights: Path, plugins: Plugins,
         tensorflow_version=tf.__version__,
         warnings=found,
         keras_warnings=sorted({str(w.message)[:300] for w in caught}),
+        producer={provenance.ARCHITECTURE: provenance.architecture_producer(config),
+                  provenance.WEIGHTS: (provenance.weights_producer(weights)
+                                       if fmt == km.LEGACY_WEIGHTS else {})},
+        plugin_modules=provenance.plugin_modules(sorted(scan.custom_objects), plugins),
     )
 
 

@@ -13,6 +13,7 @@ from kerve.protos.kerve.registry.v1 import registry_pb2_grpc
 from kerve.registry.database import ModelInfo, VersionInfo, Write
 from kerve.registry.errors import InvalidArgumentError, KerveError
 from kerve.registry.names import VersionRef
+from kerve.registry.provenance import load_warnings
 from kerve.registry.registry import Registry
 from kerve.registry.uploads import (
     ARCHITECTURE,
@@ -78,7 +79,22 @@ def version_proto(info: VersionInfo, status_of: StatusOf) -> pb.ModelVersion:
         parameter_count=info.parameter_count, description=info.description, tags=info.tags,
         aliases=info.aliases, warnings=info.warnings, created_by=info.created_by,
         examples=(pb.Blob(sha256=info.examples.sha256, size=info.examples.size)
-                  if info.examples else None))
+                  if info.examples else None),
+        **provenance_fields(info))
+
+
+def provenance_fields(info: VersionInfo) -> dict:
+    """ModelVersion's provenance fields: the producer and its sources, the plugin modules,
+    and what this server noticed when it last loaded the version."""
+    recorded = info.provenance or {}
+    return dict(
+        producer={k: str(v) for k, v in recorded.get("producer", {}).items()},
+        producer_sources={k: str(v) for k, v in recorded.get("sources", {}).items()},
+        plugin_modules=[pb.PluginModule(
+            module=m.get("module", ""), version=m.get("version", ""),
+            version_source=m.get("version_source", ""), sha256=m.get("sha256", ""),
+            custom_objects=m.get("custom_objects", [])) for m in recorded.get("plugins", [])],
+        load_warnings=load_warnings(info.name, info.version))
 
 
 async def _chunks(request_iterator):
@@ -117,7 +133,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         if len({p.kind for p in parts}) != len(parts):
             raise InvalidArgumentError("each part kind may be declared once")
         header = UploadHeader(h.name, parts, list(h.aliases), h.description, dict(h.tags),
-                              base=h.base)
+                              base=h.base, producer=dict(h.producer))
         info = await self.registry.upload(header, _chunks(request_iterator))
         return pb.UploadModelResponse(version=version_proto(info, self.status_of))
 
