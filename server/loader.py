@@ -14,6 +14,7 @@ from kerve.registry.blobs import BlobStore
 from kerve.registry.database import VersionInfo
 from kerve.registry.examples import Examples, check_reproduced, read_examples
 from kerve.registry.plugins import Plugins
+from kerve.registry.provenance import check_at_load
 from kerve.registry.serving_options import ServingOptions, options_from_tags
 from kerve.registry.signature import Signature
 
@@ -63,6 +64,7 @@ def load_version(info: VersionInfo, blobs: BlobStore, plugins: Plugins, *,
     from kerve.registry import keras_model as km
 
     started = time.perf_counter()
+    check_at_load(info)  # a refused Keras boundary; plugin modules that differ (logged)
     options = options_from_tags(info.tags, defaults)
     config = km.parse_architecture(blobs.local_path(info.architecture.sha256).read_bytes())
     signature = info.signature
