@@ -282,3 +282,22 @@ def layer_classes(model) -> list[str]:
         registered = keras.saving.get_registered_name(cls)
         names.add(registered)
     return sorted(names)
+
+
+def in_place_obstacle(model) -> str | None:
+    """Why new weights cannot be assigned into this built model in place, or None.
+
+    Assigning is exact only where a layer's whole state is its variables and loading them is
+    plain assignment. Layers that derive state when weights load (Normalization's mean and
+    variance, lookup tables, anything with ``finalize_state`` or assets), and custom layers
+    that override ``load_own_variables``, could keep state from the old weights: those
+    versions are loaded in full instead.
+    """
+    for layer in model._flatten_layers(include_self=True, recursive=True):
+        cls = type(layer)
+        if hasattr(layer, "finalize_state") or hasattr(layer, "load_assets"):
+            return f"layer {layer.name!r} ({cls.__name__}) derives state from its weights"
+        owner = next(c for c in cls.__mro__ if "load_own_variables" in vars(c))
+        if not owner.__module__.startswith("keras."):
+            return f"layer {layer.name!r} ({cls.__name__}) loads its own variables its own way"
+    return None

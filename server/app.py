@@ -32,11 +32,17 @@ from kerve.registry.validation_worker import ValidationWorker
 from kerve.server.batching import Batcher
 from kerve.server.data_plane import DataPlane
 from kerve.server.interceptors import AccessInterceptor, ErrorInterceptor
-from kerve.server.tokens import TokenTable
-from kerve.server.loader import LoadedModel, load_version, pick_device
+from kerve.server.loader import (
+    LoadedModel,
+    assign_staged,
+    load_version,
+    pick_device,
+    stage_weights,
+)
 from kerve.server.manager import ModelManager, Served
 from kerve.server.metrics import Metrics
 from kerve.server.settings import Settings
+from kerve.server.tokens import TokenTable
 
 log = logging.getLogger("kerve")
 
@@ -181,6 +187,8 @@ def _build_serving(settings: Settings, plugins: Plugins, blobs: BlobStore, regis
 
     def on_loaded(served: Served) -> None:
         metrics.model_load_seconds.labels(served.name).observe(served.loaded.load_seconds)
+        kind = "in_place" if served.loaded.in_place else "full"
+        metrics.model_loads.labels(served.name, kind).inc()
 
     def make_batcher(loaded: LoadedModel) -> Batcher:
         return _batcher(settings, predict_pool, metrics, data_plane, loaded)
@@ -189,7 +197,9 @@ def _build_serving(settings: Settings, plugins: Plugins, blobs: BlobStore, regis
                            poll_interval_s=settings.poll_interval,
                            idle_unload_s=settings.idle_unload,
                            memory_budget_bytes=settings.memory_budget_bytes,
-                           on_loaded=on_loaded)
+                           on_loaded=on_loaded,
+                           stage=partial(stage_weights, blobs=blobs, defaults=defaults),
+                           assign=assign_staged if settings.weight_swap_in_place else None)
     metrics.models_loaded.set_function(manager.loaded_count)
     data_plane = DataPlane(manager, metrics, defaults=defaults,
                            instances=settings.model_instances, device=device)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import numpy as np
@@ -32,11 +32,27 @@ class LoadedModel:
     model: object
     options: ServingOptions
     call_path: str = "concrete"
+    in_place: bool = False  # its weights were assigned into another version's model
 
     @property
     def signature(self) -> Signature:
         return self.info.signature
 
+
+
+@dataclass
+class StagedWeights:
+    """A version's weights, read into host memory for a model that is already serving its
+    architecture: what an in-place swap assigns."""
+
+    info: VersionInfo
+    values: list[tuple[object, object]]  # (the model's variable, its new value)
+    examples: Examples | None
+    seconds: float
+
+    @property
+    def nbytes(self) -> int:
+        return sum(int(v.shape.num_elements() or 0) * v.dtype.size for _, v in self.values)
 
 
 def pick_device(requested: str | None) -> str:
@@ -95,6 +111,79 @@ def load_version(info: VersionInfo, blobs: BlobStore, plugins: Plugins, *,
              seconds, call_path)
     return LoadedModel(info=info, device=device, predict_fn=predict, load_seconds=seconds,
                        model=model, options=options, call_path=call_path)
+
+
+def stage_weights(loaded: LoadedModel, info: VersionInfo, blobs: BlobStore, *,
+                  defaults: ServingOptions) -> StagedWeights | None:
+    """Read ``info``'s weights for the model ``loaded`` serves, without touching it (blocking:
+    run in a thread). None when they cannot be assigned in place: another architecture or
+    other serving options, or layers whose state is more than variables (the caller loads
+    the version in full instead).
+
+    Keras reads the file itself, inside a StatelessScope: every assignment its loaders make
+    is recorded instead of applied, so the values are read exactly as a full load would
+    read them while the model keeps answering requests with the old ones.
+    """
+    import keras
+    import tensorflow as tf
+
+    from kerve.registry import keras_model as km
+
+    started = time.perf_counter()
+    if info.architecture.sha256 != loaded.info.architecture.sha256:
+        return None
+    check_at_load(info)  # as a full load would
+    if options_from_tags(info.tags, defaults) != loaded.options:
+        log.info("%s:%d has other serving options than %s:%d: loading it in full", info.name,
+                 info.version, loaded.info.name, loaded.info.version)
+        return None
+    obstacle = km.in_place_obstacle(loaded.model)
+    if obstacle is not None:
+        log.info("%s:%d cannot take new weights in place (%s): loading it in full",
+                 info.name, info.version, obstacle)
+        return None
+    path = blobs.local_path(info.weights.sha256)  # DATA_LOSS if the blob changed on disk
+    with tf.device("/CPU:0"), keras.StatelessScope() as scope:
+        km.load_weights(loaded.model, path, info.weights_format)
+    values = [(v, scope.get_current_value(v)) for v in loaded.model.weights]
+    unset = [v.path for v, value in values if value is None]
+    if unset:
+        log.info("%s:%d sets no value for %s: loading it in full", info.name, info.version,
+                 ", ".join(unset[:5]))
+        return None
+    return StagedWeights(info, values, _golden_examples(info, blobs),
+                         time.perf_counter() - started)
+
+
+def assign_staged(loaded: LoadedModel, staged: StagedWeights) -> LoadedModel:
+    """Assign staged weights into the served model (blocking; the caller makes sure no
+    request runs on the model meanwhile) and check the golden examples, if any. The traced
+    function reads the variables, so nothing is rebuilt or retraced. Where the examples are
+    not reproduced, the old weights are put back and FAILED_PRECONDITION raised."""
+    import tensorflow as tf
+
+    started = time.perf_counter()
+    saved = None
+    if staged.examples is not None:  # keep the old values only where a check could fail
+        with tf.device("/CPU:0"):
+            saved = [(v, tf.identity(v.value)) for v, _ in staged.values]
+    with tf.device(loaded.device):
+        for variable, value in staged.values:
+            variable.assign(value)
+    new = replace(loaded, info=staged.info, load_seconds=staged.seconds, in_place=True)
+    if staged.examples is not None:
+        try:
+            check_golden(staged.examples, new.predict_fn, new.signature)
+        except Exception:
+            with tf.device(loaded.device):
+                for variable, value in saved:
+                    variable.assign(value)
+            raise
+    new.load_seconds += time.perf_counter() - started
+    log.info("swapped %s:%d's weights into %s:%d's model in place (staged in %.2f s, "
+             "assigned in %.3f s)", staged.info.name, staged.info.version, loaded.info.name,
+             loaded.info.version, staged.seconds, time.perf_counter() - started)
+    return new
 
 
 def flat_caller(concrete) -> tuple[Callable[[list], list], str]:

@@ -6,6 +6,12 @@ loads a model's default version (retrying a FAILED one). Loads run in the backgr
 default is swapped in only once READY, and the old one is unloaded once its in-flight
 requests finish. A version that fails to load is FAILED with the reason while the others
 keep serving.
+
+A new default with the architecture and serving options of the one it replaces (a
+weights-only version) is swapped in place: its weights are read beside the serving model,
+then, between requests, assigned into it. Requests for the old version are held at a gate
+while the ones running finish and the weights are assigned; every request therefore runs on
+one version's weights, old or new, and is answered as that version.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ from kerve.registry.errors import (
 from kerve.registry.names import VersionRef
 from kerve.registry.registry import Registry
 from kerve.server.load_priority import lower_thread_priority, sharing_the_gil
-from kerve.server.loader import LoadedModel
+from kerve.server.loader import LoadedModel, StagedWeights
 from kerve.server.states import VersionState as State
 
 log = logging.getLogger(__name__)
@@ -51,17 +57,22 @@ class Served:
     weights_bytes: int = 0  # the memory a version is counted for
     drained: asyncio.Event = field(default_factory=asyncio.Event)
     settled: asyncio.Event = field(default_factory=asyncio.Event)  # READY or FAILED
+    gate: asyncio.Event | None = None  # set while its model takes another version's weights
+    replacing: "Served | None" = None  # the default it may take the model of, in place
 
 
 Loader = Callable[[VersionInfo], LoadedModel]
 RunnerFactory = Callable[[LoadedModel], object]
+Stager = Callable[[LoadedModel, VersionInfo], StagedWeights | None]
+Assigner = Callable[[LoadedModel, StagedWeights], LoadedModel]
 
 
 class ModelManager:
     def __init__(self, registry: Registry, load: Loader, make_runner: RunnerFactory, *,
                  poll_interval_s: float, idle_unload_s: float, load_workers: int = 1,
                  memory_budget_bytes: int | None = None,
-                 on_loaded: Callable[[Served], None] | None = None) -> None:
+                 on_loaded: Callable[[Served], None] | None = None,
+                 stage: Stager | None = None, assign: Assigner | None = None) -> None:
         self._registry = registry
         self._load = load
         self._make_runner = make_runner
@@ -72,6 +83,9 @@ class ModelManager:
         self._pool = ThreadPoolExecutor(load_workers, thread_name_prefix="kerve-load",
                                         initializer=lower_thread_priority)
         self._background_load = sharing_the_gil(load)
+        # In-place weight swaps where both are given (kerve.server.loader.stage_weights).
+        self._stage = sharing_the_gil(stage) if stage is not None and assign else None
+        self._assign = assign
         self._served: dict[tuple[str, int], Served] = {}
         self._models: dict[str, ModelInfo] = {}
         self._defaults: dict[str, int] = {}  # the version default requests go to now
@@ -143,7 +157,8 @@ class ModelManager:
                 want = info.default_version
                 served = self._served.get((name, want))
                 if served is None or served.state is State.UNLOADING:
-                    self._start_load(name, want, info.weights_bytes.get(want, 0))
+                    served = self._start_load(name, want, info.weights_bytes.get(want, 0))
+                    served.replacing = self._default_served(name)
                 elif served.state is State.READY:
                     self._promote(name, want)
             for key, served in list(self._served.items()):
@@ -153,6 +168,12 @@ class ModelManager:
                     if info is not None and self._successor_loading(name, version, info):
                         continue  # _promote retires it once its successor is READY
                     self._begin_unload(served)
+
+    def _default_served(self, name: str) -> Served | None:
+        """The READY version default requests go to now, if any."""
+        version = self._defaults.get(name)
+        served = self._served.get((name, version)) if version is not None else None
+        return served if served is not None and served.state is State.READY else None
 
     def _successor_loading(self, name: str, version: int, info: ModelInfo) -> bool:
         """Whether ``version``, deleted from the registry, is the default requests still go
@@ -181,15 +202,13 @@ class ModelManager:
     async def _load_one(self, served: Served) -> None:
         try:
             info = await self._registry.resolve(VersionRef(served.name, served.version))
+            if await self._swapped_in_place(served, info):
+                return
             loaded = await asyncio.get_running_loop().run_in_executor(
                 self._pool, self._background_load, info)
             if served.state is State.UNLOADING:  # unloaded or deleted while it loaded
                 return
-            served.loaded = loaded
-            served.runner = self._make_runner(loaded)
-            served.state = State.READY
-            if self._on_loaded:
-                self._on_loaded(served)
+            self._ready(served, loaded)
         except KerveError as exc:
             served.state, served.reason = State.FAILED, exc.message
             served.data_loss = isinstance(exc, DataLossError)
@@ -202,9 +221,57 @@ class ModelManager:
             return
         finally:
             served.settled.set()
+            served.replacing = None
         info = self._models.get(served.name)
         if info is not None and info.default_version == served.version:
             self._promote(served.name, served.version)
+
+    def _ready(self, served: Served, loaded: LoadedModel) -> None:
+        served.loaded = loaded
+        served.runner = self._make_runner(loaded)
+        served.state = State.READY
+        if self._on_loaded:
+            self._on_loaded(served)
+
+    def _can_swap_into(self, served: Served, old: Served | None) -> bool:
+        """Whether ``old`` is still the READY default that ``served`` may take over."""
+        return (old is not None and old.state is State.READY and old.gate is None
+                and self._defaults.get(old.name) == old.version and served.state is State.LOADING)
+
+    async def _swapped_in_place(self, served: Served, info: VersionInfo) -> bool:
+        """Swap ``info``'s weights into the model of the default it replaces, if it can
+        (same architecture and serving options): True once done, or once it failed with
+        the reason recorded; False to load it in full."""
+        old = served.replacing
+        if self._stage is None or not self._can_swap_into(served, old):
+            return False
+        loop = asyncio.get_running_loop()
+        staged = await loop.run_in_executor(self._pool, self._stage, old.loaded, info)
+        if staged is None or not self._can_swap_into(served, old):
+            return False
+        old.gate = gate = asyncio.Event()  # requests for the old version wait here
+        try:
+            if old.in_flight:
+                await old.drained.wait()  # the batches running on the old weights finish
+            # Nothing runs on the model now. The assignment is short and in the default
+            # pool (not the low-priority load thread): requests wait for it.
+            try:
+                loaded = await loop.run_in_executor(None, self._assign, old.loaded, staged)
+            except KerveError:
+                raise  # the old weights are back (kerve.server.loader.assign_staged)
+            except BaseException:
+                # The model's weights are in an unknown state: it serves neither version.
+                self._begin_unload(old)
+                raise
+            # The model now holds the new weights: the old version must not answer again.
+            self._begin_unload(old)
+            if served.state is State.LOADING:  # not deleted or unloaded meanwhile
+                self._ready(served, loaded)
+                self._promote(served.name, served.version)
+            return True
+        finally:
+            old.gate = None
+            gate.set()  # waiters resolve again: to the new version, or to the old one
 
     def _promote(self, name: str, version: int) -> None:
         """Send default requests to ``version``; retire the previous default."""
@@ -281,8 +348,12 @@ class ModelManager:
         """A handle on a READY version: it is not unloaded while the handle is held."""
         if ref.name in self._unloaded:
             raise UnavailableError(f"model {ref.name!r} is unloaded (RepositoryModelLoad it)")
-        version = await self.resolve(ref)
-        served = self._served.get((ref.name, version))
+        while True:
+            version = await self.resolve(ref)
+            served = self._served.get((ref.name, version))
+            if served is None or served.gate is None:
+                break
+            await served.gate.wait()  # its model is taking new weights: then resolve again
         if served is None or served.state is State.UNLOADING:
             size = await self._weights_bytes(ref.name, version)
             served = self._served.get((ref.name, version))  # another request may have won

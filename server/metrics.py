@@ -29,6 +29,9 @@ class Metrics:
         self.model_load_seconds = Histogram(
             "kerve_model_load_seconds", "Time to load and warm up a version", ["model"],
             buckets=(.1, .25, .5, 1, 2, 5, 10, 30, 60, 120, 300), registry=r)
+        self.model_loads = Counter(
+            "kerve_model_loads", "Versions made ready, by how: built in full, or weights "
+            "swapped into the model of the version they replace", ["model", "kind"], registry=r)
         self.uploads = Counter("kerve_uploads", "Uploads by outcome", ["code"], registry=r)
         self.gpu_memory = Gauge("kerve_gpu_memory_bytes", "GPU memory TensorFlow holds",
                                 ["device"], registry=r)

@@ -18,8 +18,14 @@ from typing import AsyncIterator
 from kerve.registry.errors import InvalidArgumentError, NotFoundError
 from kerve.registry.names import VersionRef
 from kerve.registry.registry import Registry
-from kerve.registry.uploads import (ARCHITECTURE, KERAS_ARCHIVE, WEIGHTS, Chunk, DeclaredPart,
-                                    UploadHeader)
+from kerve.registry.uploads import (
+    ARCHITECTURE,
+    KERAS_ARCHIVE,
+    WEIGHTS,
+    Chunk,
+    DeclaredPart,
+    UploadHeader,
+)
 
 log = logging.getLogger(__name__)
 

@@ -130,6 +130,12 @@ class Settings(BaseSettings):
     """MiB of weights of loaded versions above which on-demand versions are unloaded, least
     recently used first, to make room (defaults are always kept); none by default."""
 
+    weight_swap_in_place: bool = True
+    """Load a new default that has the architecture and serving options of the one it
+    replaces (a weights-only version) by assigning its weights into the serving model
+    between requests: no second copy of the model, no retrace. Off: every version is built
+    and loaded in full beside the old one."""
+
     max_batch_size: int = Field(128, ge=1, le=4096)
     """Most rows the dynamic batcher merges into one model call (1 turns batching off); a
     version's kerve.max_batch_size tag overrides it."""
