@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -112,6 +113,7 @@ class Server:
     protocols: tuple[str, ...] = ("kserve",)
     logfile: Path | None = None
     info: dict = field(default_factory=dict)
+    headers: dict = field(default_factory=dict)  # gRPC metadata a client must send
 
     @property
     def pid(self) -> int:
@@ -232,7 +234,8 @@ def start_handwritten(mode: str, model_name: str, keras_path: str, input_name: s
     port_file.unlink(missing_ok=True)
     logfile = logdir / f"{mode}-{model_name}.log"
     proc = spawn([sys.executable, "-m", "bench.servers.handwritten", "--mode", mode, "--model",
-                  keras_path, "--name", model_name, "--port-file", str(port_file)], logfile,
+                  keras_path, "--name", model_name, "--input-name", input_name,
+                  "--port-file", str(port_file)], logfile,
                  cwd=HERE.parent)
     try:
         port = _wait_port_file(port_file, proc, timeout_s)["port"]
@@ -256,6 +259,7 @@ def start_peer(peer: str, model_name: str, keras_path: str, input_name: str, wor
     env.pop("PYTHONPATH", None)
     env["TF_CPP_MIN_LOG_LEVEL"] = "2"
     grpc_port, http_port, metrics_port = free_port(), free_port(), free_port()
+    headers: dict[str, str] = {}
     if peer == "mlserver":
         folder = workdir / f"mlserver-{model_name}"
         (folder / model_name).mkdir(parents=True, exist_ok=True)
@@ -283,12 +287,17 @@ def start_peer(peer: str, model_name: str, keras_path: str, input_name: str, wor
                model_name, "--input-name", input_name, "--grpc-port", str(grpc_port),
                "--http-port", str(http_port), "--metrics-port", str(metrics_port),
                "--max-batch-size", str(max(max_batch_size, 128))]
-        proc = spawn(cmd, logfile, env=env)
+        # PyTriton's restricted endpoints (statistics, model-repository, ...) stay restricted;
+        # the token is known here so that perf_analyzer can send it
+        token = secrets.token_urlsafe(16)
+        headers["triton-grpc-protocol-triton-access-token"] = token
+        proc = spawn(cmd + ["--access-token", token], logfile, env=env)
     else:
         raise KeyError(peer)
     return Server(peer, PEER_LABELS[peer], f"127.0.0.1:{grpc_port}", model_name, input_name,
                   proc, ("kserve",), logfile, {"versions": info["versions"],
-                                               "fallback": info.get("fallback", False)})
+                                               "fallback": info.get("fallback", False)},
+                  headers)
 
 
 def tail(server: Server) -> str:

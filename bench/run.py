@@ -16,6 +16,13 @@ Lines measured, per model:
 Load (closed loop, loopback only): concurrency 1, 8, 32 with batch-1 requests and
 concurrency 8 with batch-32 requests, --repeats interleaved runs, medians reported.
 
+Client: perf_analyzer (Triton's C++ load generator, bench/perf_analyzer.py) for every server
+that answers what it needs (ModelMetadata and ModelConfig over gRPC, or TF Serving's
+GetModelMetadata): kerve on both protocols, Triton, the hand-written servers. The Python load
+generator (bench/loadgen.py) measures MLServer and KServe, which lack ModelConfig, and checks
+every server's answers against local Keras before the measured cells (perf_analyzer sends
+random data and checks nothing). Each line says which client measured it.
+
     .venv/bin/python -m bench.run --quick          # MLP only, < 5 min, no peers
     .venv/bin/python -m bench.run                  # everything, peers included
     .venv/bin/python -m bench.run --tune           # kerve batching settings sweep (MLP)
@@ -38,6 +45,7 @@ import numpy as np
 
 from bench import loadgen, peers
 from bench import models as bench_models
+from bench import perf_analyzer as pa
 from bench.peers import log
 
 HERE = Path(__file__).resolve().parent
@@ -47,6 +55,9 @@ QUICK_CELLS = [(1, 1), (32, 1), (8, 32)]
 INPROC_BATCHES = (1, 8, 32, 128)
 KERVE = "kerve/v2"
 PEER_KEYS = ("mlserver", "kserve", "triton")
+TRITON = "triton"
+NO_MODEL_CONFIG = ("mlserver", "kserve")  # perf_analyzer cannot drive them: loadgen does
+CHECK_REQUESTS = 16  # answers checked per line and batch size before the measured cells
 
 
 def cell_name(c: int, b: int) -> str:
@@ -113,18 +124,62 @@ def start_lines(name: str, minfo: dict, args, workdir: Path, logdir: Path, repor
     attempt("kerve", lambda: peers.start_kerve("default", name, path, workdir, kerve_flags,
                                                logdir, python=args.kerve_python))
     if args.peers:
-        for key in PEER_KEYS:
+        for key in [k for k in PEER_KEYS if k in args.peer_list.split(",")]:
             attempt(key, lambda key=key: peers.start_peer(key, name, path, "x", workdir,
                                                            logdir))
     lines = []
     for key, srv in servers.items():
         if key in ("kerve", "kerve-nb"):
-            lines.append((f"{key}/v2", srv, "kserve"))
+            lines.append((f"{key}/v2", srv, "kserve", client_of(args, key)))
             if key == "kerve" or not args.quick:
-                lines.append((f"{key}/tfs", srv, "tfserving"))
+                lines.append((f"{key}/tfs", srv, "tfserving", client_of(args, key)))
         else:
-            lines.append((key, srv, "kserve"))
+            lines.append((key, srv, "kserve", client_of(args, key)))
     return servers, lines
+
+
+def client_of(args, key: str) -> str:
+    """Which load generator measures server ``key``: perf_analyzer wherever it can."""
+    if args.client == "loadgen" or key in NO_MODEL_CONFIG:
+        return "loadgen"
+    return "perf_analyzer"
+
+
+def client_label(client: str, proto: str) -> str:
+    """The client as printed: perf_analyzer drives TF Serving synchronously only (one thread
+    per request in flight), KServe v2 asynchronously."""
+    if client == "loadgen":
+        return "loadgen"
+    return "PA sync" if proto == "tfserving" else "PA"
+
+
+def measure(args, lname, srv, proto, client, c, xs, want, dur):
+    """One cell of one line with its client; a loadgen Result or a perf_analyzer Result."""
+    if client == "loadgen":
+        return loadgen.run_load(srv.target, proto, srv.model, srv.input_name, xs, want,
+                                concurrency=c, duration_s=dur, warmup_s=args.warmup,
+                                engine=args.engine)
+    extra = tuple(a for k, v in srv.headers.items() for a in ("-H", f"{k}:{v}"))
+    return pa.run(srv.target, srv.model, proto, concurrency=c, batch=int(xs[0].shape[0]),
+                  duration_s=dur, windows=args.pa_windows,
+                  mode="sync" if proto == "tfserving" else "async", extra=extra)
+
+
+def check_answers(lines, data, report_model: dict) -> None:
+    """A few requests per line and batch size through the Python client, every answer
+    compared to local Keras: perf_analyzer's random data is never checked."""
+    for lname, srv, proto, _client in lines:
+        for b, (xs, ys) in data.items():
+            want = [np.zeros_like(y) for y in ys] if lname == "echo" else ys
+            res = loadgen.run_load(srv.target, proto, srv.model, srv.input_name, xs, want,
+                                   concurrency=1, duration_s=60, warmup_s=0,
+                                   max_requests=CHECK_REQUESTS)
+            report_model.setdefault("checks", {})[f"{lname}|b{b}"] = {
+                "checked": res.checked, "mismatches": res.mismatches, "errors": res.errors,
+                "first_mismatch": res.first_mismatch, "first_error": res.first_error}
+            if res.mismatches or res.errors or not res.checked:
+                log(f"!!! {lname} b{b}: {res.mismatches} answers differ from local Keras, "
+                    f"{res.errors} errors: {res.first_mismatch or res.first_error}")
 
 
 def system_busy_s() -> float:
@@ -209,7 +264,9 @@ def run_model(name: str, minfo: dict, args, workdir: Path, logdir: Path, report:
         noisy = {k: round(v, 3) for k, v in noise.items() if v > 0.03}
         if noisy:
             log(f"note: idle servers burning CPU (share of one core): {noisy}")
+        check_answers(lines, data, mrep)
         for r in range(args.repeats):
+            mrep.setdefault("loadavg", []).append(os.getloadavg()[0])
             for b in INPROC_BATCHES:
                 x = bench_models.make_inputs(name, b, 1, seed=99)[0]
                 sps = inproc_sps(predict, x, max(0.5, args.duration / 2))
@@ -219,7 +276,7 @@ def run_model(name: str, minfo: dict, args, workdir: Path, logdir: Path, report:
             for c, b in cells:
                 xs, ys = data[b]
                 order = lines[r % len(lines):] + lines[:r % len(lines)] if lines else []
-                for lname, srv, proto in order:
+                for lname, srv, proto, client in order:
                     # echo runs no model: it answers zeros of the output's shape
                     want = [np.zeros_like(y) for y in ys] if lname == "echo" else ys
                     if lname == "naive" and args.naive_duration:
@@ -227,16 +284,16 @@ def run_model(name: str, minfo: dict, args, workdir: Path, logdir: Path, report:
                     else:
                         dur = args.duration
                     with Foreign() as fg:
-                        res = loadgen.run_load(srv.target, proto, srv.model, srv.input_name,
-                                               xs, want, concurrency=c, duration_s=dur,
-                                               warmup_s=args.warmup, engine=args.engine)
+                        res = measure(args, lname, srv, proto, client, c, xs, want, dur)
                     drained_s = quiesce(srv)
                     key = f"{lname}|{cell_name(c, b)}"
                     row = asdict(res)
                     row["drain_after_s"] = drained_s
                     row["foreign_cpu_share"] = fg.share
                     row["bench_cpu_share"] = fg.own_share
-                    row["client_cpu_share"] = res.client_cpu_s / (res.duration_s + args.warmup)
+                    row["client"] = client_label(client, proto)
+                    row["client_cpu_share"] = res.client_cpu_s / (
+                        res.wall_s if client != "loadgen" else res.duration_s + args.warmup)
                     mrep["cells"].setdefault(key, []).append(row)
                     flag = f"  (other processes: {fg.share:.0%} of a core)" \
                         if fg.share > 0.15 else ""
@@ -246,14 +303,16 @@ def run_model(name: str, minfo: dict, args, workdir: Path, logdir: Path, report:
                         flag = f"  !!! {res.errors} errors: {res.first_error}"
                     if srv.proc.poll() is not None:
                         flag += f"  !!! server exited ({srv.proc.returncode})"
-                    log(f"{name} r{r + 1} {cell_name(c, b):7s} {lname:13s} {res.rps:8.0f} req/s "
+                    log(f"{name} r{r + 1} {cell_name(c, b):7s} {lname:13s} "
+                        f"{client_label(client, proto):8s}{res.rps:8.0f} req/s "
                         f"{res.sps:9.0f} samples/s p50 {res.p50_ms:7.2f} ms p99 "
                         f"{res.p99_ms:7.2f} ms  client {res.client_cpu_us_per_req:4.0f} us/req"
                         + flag)
     finally:
         for srv in servers.values():
             srv.stop()
-    mrep["lines"] = [ln for ln, _, _ in lines]
+    mrep["lines"] = [ln for ln, _, _, _ in lines]
+    mrep["clients"] = {ln: client_label(cl, proto) for ln, _, proto, cl in lines}
 
 
 def summarize(report: dict, cells) -> list[str]:
@@ -273,10 +332,10 @@ def summarize(report: dict, cells) -> list[str]:
         out.append("")
         out.append(f"== {name} ({m['params']:,} parameters): median of {report['args']['repeats']}"
                    f" runs x {report['args']['duration']} s; req/s, p50 ms (b32: samples/s)")
-        hdr = f"{'line':14s}" + "".join(f"{cell_name(c, b):>22s}" for c, b in cells)
+        hdr = f"{'line':14s}{'client':9s}" + "".join(f"{cell_name(c, b):>22s}" for c, b in cells)
         out.append(hdr)
         for line in m["lines"]:
-            row = f"{line:14s}"
+            row = f"{line:14s}{m.get('clients', {}).get(line, 'loadgen'):9s}"
             for c, b in cells:
                 v = med_cells.get(f"{line}|{cell_name(c, b)}")
                 if v is None:
@@ -291,11 +350,24 @@ def summarize(report: dict, cells) -> list[str]:
                     if v["foreign_cpu_share"] == v["foreign_cpu_share"]), default=0)
         out.append("(! = errors or answer mismatches; ~ = other processes on the machine took "
                    "> 30% of a core during that cell, median of its runs)")
+        out.append("client: PA = perf_analyzer (C++, --async), PA sync = perf_analyzer --sync "
+                   "(its only mode for TF Serving), loadgen = bench/loadgen.py (Python grpc.aio)")
+        checks = m.get("checks", {})
+        if checks:
+            bad = {k: v for k, v in checks.items() if v["mismatches"] or v["errors"]
+                   or not v["checked"]}
+            out.append(f"answers checked against local Keras (atol 1e-5) before measuring: "
+                       f"{sum(v['checked'] for v in checks.values())} answers, "
+                       + (f"!!! WRONG OR FAILED: {sorted(bad)}" if bad else "all equal"))
         kc = med_cells.get(f"{KERVE}|c32 b1")
         out.append(f"machine noise: other processes used up to {fmax:.0%} of a core (median per"
-                   " cell)" + (f"; client (loadgen) used {kc['client_cpu_share']:.0%} of a core"
+                   " cell)" + (f"; the client used {kc['client_cpu_share']:.0%} of a core"
                                f" at kerve c32 b1 ({kc['client_cpu_us_per_req']:.0f} us/req)"
                                if kc else ""))
+        loads = m.get("loadavg", [])
+        if loads:
+            out.append("load average (1 min) at each repeat's start: "
+                       + ", ".join(f"{v:.2f}" for v in loads))
         out.append("inproc (tf.function in-process, samples/s): " + ", ".join(
             f"b{b} {v:.0f}" for b, v in m["inproc_median"].items()))
         # ratios: kerve/v2 over every other line, per cell (throughput), and c1 latency
@@ -341,40 +413,44 @@ def targets(report: dict) -> list[str]:
         out.append(f"  {'PASS' if ok else ('FAIL' if ok is False else 'N/A ')}  {label}: {detail}")
 
     if m:
-        def best_peer(cell, field):
-            vals = [(get("mlp", p, cell) or {}).get(field, float("nan")) for p in PEER_KEYS]
-            vals = [(v, p) for v, p in zip(vals, PEER_KEYS) if v == v]
-            return max(vals) if vals else None
+        clients = m.get("clients", {})
 
-        kv = get("mlp", KERVE, "c32 b1")
-        bp = best_peer("c32 b1", "rps")
-        if kv and bp:
+        def same_client(a: str, b: str) -> str:
+            ca, cb = clients.get(a, "loadgen"), clients.get(b, "loadgen")
+            return f" [{ca}]" if ca == cb else f" [NOT THE SAME CLIENT: {ca} vs {cb}]"
+
+        kv, tv = get("mlp", KERVE, "c32 b1"), get("mlp", TRITON, "c32 b1")
+        if kv and tv:
             ev = get("mlp", "echo", "c32 b1")
-            ceiling = (f"; the echo server (no model) answers {ev['rps']:.0f}, so 2x needs "
-                       f"{2 * bp[0] / ev['rps']:.0%} of it") if ev else ""
-            verdict("c32 b1: kerve >= 2x best peer req/s", kv["rps"] >= 2 * bp[0],
-                    f"kerve {kv['rps']:.0f} vs {bp[1]} {bp[0]:.0f} = x{kv['rps'] / bp[0]:.2f}"
-                    + ceiling)
+            ceiling = (f"; the echo server (no model) answers {ev['rps']:.0f}/s, so 2x Triton "
+                       f"needs {2 * tv['rps'] / ev['rps']:.0%} of it") if ev else ""
+            verdict("c32 b1: kerve >= 2x Triton req/s", kv["rps"] >= 2 * tv["rps"],
+                    f"kerve {kv['rps']:.0f} vs Triton {tv['rps']:.0f} = "
+                    f"x{kv['rps'] / tv['rps']:.2f}" + same_client(KERVE, TRITON) + ceiling)
         else:
-            verdict("c32 b1: kerve >= 2x best peer req/s", None, "no peer measured")
-        kv = get("mlp", KERVE, "c8 b32")
-        bp = best_peer("c8 b32", "sps")
-        if kv and bp:
-            verdict("c8 b32: kerve >= 1.3x best peer samples/s", kv["sps"] >= 1.3 * bp[0],
-                    f"kerve {kv['sps']:.0f} vs {bp[1]} {bp[0]:.0f} = x{kv['sps'] / bp[0]:.2f}")
+            verdict("c32 b1: kerve >= 2x Triton req/s", None, "Triton not measured")
+        kv, tv = get("mlp", KERVE, "c8 b32"), get("mlp", TRITON, "c8 b32")
+        if kv and tv:
+            verdict("c8 b32: kerve >= 2x Triton samples/s", kv["sps"] >= 2 * tv["sps"],
+                    f"kerve {kv['sps']:.0f} vs Triton {tv['sps']:.0f} = "
+                    f"x{kv['sps'] / tv['sps']:.2f}" + same_client(KERVE, TRITON))
         else:
-            verdict("c8 b32: kerve >= 1.3x best peer samples/s", None, "no peer measured")
+            verdict("c8 b32: kerve >= 2x Triton samples/s", None, "Triton not measured")
         lim = m["inproc_median"].get("32")
         if kv and lim:
-            verdict("c8 b32: kerve >= 50% of in-process limit at b32", kv["sps"] >= 0.5 * lim,
+            verdict("c8 b32: kerve >= 80% of the in-process limit at b32",
+                    kv["sps"] >= 0.8 * lim,
                     f"kerve {kv['sps']:.0f} vs inproc {lim:.0f} = {kv['sps'] / lim:.0%}")
     for name in report["models"]:
         kv, bv = get(name, KERVE, "c1 b1"), get(name, "bare", "c1 b1")
         if kv and bv:
-            verdict(f"{name} c1: kerve p50 <= 1.1x bare grpc.aio+tf.function",
-                    kv["p50_ms"] <= 1.1 * bv["p50_ms"],
+            clients = report["models"][name].get("clients", {})
+            same = clients.get(KERVE) == clients.get("bare")
+            verdict(f"{name} c1: kerve p50 <= 0.9x bare grpc.aio+tf.function",
+                    kv["p50_ms"] <= 0.9 * bv["p50_ms"],
                     f"kerve {kv['p50_ms']:.3f} ms vs bare {bv['p50_ms']:.3f} ms = "
-                    f"x{kv['p50_ms'] / bv['p50_ms']:.2f}")
+                    f"x{kv['p50_ms'] / bv['p50_ms']:.2f}"
+                    + (f" [{clients.get(KERVE, 'loadgen')}]" if same else " [NOT SAME CLIENT]"))
     worst = None
     for name, mm in report["models"].items():
         for key, v in mm["median"].items():
@@ -387,10 +463,12 @@ def targets(report: dict) -> list[str]:
                 if worst is None or ratio < worst[0]:
                     worst = (ratio, f"{name} {cell}")
     if worst:
-        verdict(">= 50x the naive server in every cell", worst[0] >= 50,
+        verdict(">= 50x the naive server in every cell (issue 3)", worst[0] >= 50,
                 f"lowest: x{worst[0]:.1f} ({worst[1]})")
     mism = [f"{n}:{k}" for n, mm in report["models"].items()
             for k, v in mm["median"].items() if v["mismatches"]]
+    mism += [f"{n}:{k} (check)" for n, mm in report["models"].items()
+             for k, v in mm.get("checks", {}).items() if v["mismatches"] or not v["checked"]]
     verdict("every answer matches local Keras (atol 1e-5)", not mism,
             "all matched" if not mism else f"MISMATCHES in {mism}")
     report["targets"] = results
@@ -488,13 +566,21 @@ def main(argv=None) -> int:
                    help="MLP only, cells c1/c32 b1 and c8 b32, short runs, no peers")
     p.add_argument("--peers", action=argparse.BooleanOptionalAction, default=None,
                    help="include MLServer, KServe and Triton (default: on, off with --quick)")
+    p.add_argument("--peer-list", default=",".join(PEER_KEYS),
+                   help="with peers: which ones (comma list of mlserver,kserve,triton)")
     p.add_argument("--models", default=None, help="comma list of mlp,resnet,wide")
     p.add_argument("--duration", type=float, default=None, help="seconds per measured cell")
     p.add_argument("--warmup", type=float, default=None, help="seconds before each cell")
     p.add_argument("--repeats", type=int, default=None, help="interleaved repeats (median)")
     p.add_argument("--naive-duration", type=float, default=None,
                    help="cap on the naive server's cell duration")
-    p.add_argument("--engine", choices=["aio", "threads"], default="aio")
+    p.add_argument("--engine", choices=["aio", "threads"], default="aio",
+                   help="engine of the Python load generator")
+    p.add_argument("--client", choices=["auto", "loadgen"], default="auto",
+                   help="auto: perf_analyzer wherever the server allows it, loadgen for "
+                        "MLServer and KServe; loadgen: the Python load generator everywhere")
+    p.add_argument("--pa-windows", type=int, default=3,
+                   help="perf_analyzer time windows per cell (--duration split among them)")
     p.add_argument("--pool", type=int, default=8, help="distinct inputs per cell")
     p.add_argument("--kerve-flags", default="", help="extra flags for both kerve servers")
     p.add_argument("--kerve-python", default=None,
@@ -549,6 +635,15 @@ def main(argv=None) -> int:
         log(f"wrote {out}")
         return 0
 
+    if args.client == "auto":
+        binary, _env, why = pa.find()
+        if binary is None:
+            log(f"perf_analyzer cannot run here ({why}): the Python load generator measures "
+                "every line instead")
+            args.client = "loadgen"
+        else:
+            log(f"client: perf_analyzer ({binary}) for kerve, Triton and the hand-written "
+                "servers; bench/loadgen.py for MLServer and KServe")
     busy = Foreign()
     with busy:
         time.sleep(2)

@@ -9,6 +9,10 @@
     model, on uvloop: the most requests a Python (grpc.aio) server answers on this machine,
     the ceiling every Python server's line sits under.
 
+Besides ModelInfer each answers ModelMetadata and Triton's ModelConfig (free batch dimension,
+max_batch_size 128, no batcher), so that perf_analyzer drives them like kerve and Triton;
+perf_analyzer calls those two once at start, never per request.
+
 Run: python -m bench.servers.handwritten --mode bare --model /tmp/mlp.keras --name mlp \
         --port-file /tmp/p.json   (binds 127.0.0.1 only; stops on SIGTERM/SIGINT)
 """
@@ -28,6 +32,7 @@ import numpy as np
 async def serve(args) -> None:
     import grpc
     import keras
+    from tritonclient.grpc import model_config_pb2 as mc
     from tritonclient.grpc import service_pb2 as pb
     from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
@@ -49,6 +54,7 @@ async def serve(args) -> None:
         def predict(x):
             return model.predict(x, verbose=0)
     shape = tuple(model.inputs[0].shape[1:])
+    out_shape = tuple(model.outputs[0].shape[1:])
     predict(np.zeros((1, *shape), np.float32))  # warm up (traces the tf.function)
 
     class Servicer(pb_grpc.GRPCInferenceServiceServicer):
@@ -60,6 +66,26 @@ async def serve(args) -> None:
 
         async def ModelReady(self, request, context):
             return pb.ModelReadyResponse(ready=request.name == args.name)
+
+        async def ServerMetadata(self, request, context):
+            return pb.ServerMetadataResponse(name="handwritten", version="0",
+                                             extensions=["model_configuration"])
+
+        async def ModelMetadata(self, request, context):
+            if request.name != args.name:
+                await context.abort(grpc.StatusCode.NOT_FOUND, f"no model {request.name}")
+            resp = pb.ModelMetadataResponse(name=args.name, versions=["1"], platform="keras")
+            resp.inputs.add(name=args.input_name, datatype="FP32", shape=[-1, *shape])
+            resp.outputs.add(name=out_name, datatype="FP32", shape=[-1, *out_shape])
+            return resp
+
+        async def ModelConfig(self, request, context):
+            if request.name != args.name:
+                await context.abort(grpc.StatusCode.NOT_FOUND, f"no model {request.name}")
+            config = mc.ModelConfig(name=args.name, platform="keras", max_batch_size=128)
+            config.input.add(name=args.input_name, data_type=mc.TYPE_FP32, dims=list(shape))
+            config.output.add(name=out_name, data_type=mc.TYPE_FP32, dims=list(out_shape))
+            return pb.ModelConfigResponse(config=config)
 
         async def ModelInfer(self, request, context):
             if request.model_name != args.name:
@@ -95,6 +121,7 @@ def main() -> None:
     p.add_argument("--mode", choices=["naive", "bare", "echo"], required=True)
     p.add_argument("--model", required=True, help=".keras file")
     p.add_argument("--name", default="mlp", help="model name served")
+    p.add_argument("--input-name", default="x", help="input name in ModelMetadata/Config")
     p.add_argument("--port", type=int, default=0)
     p.add_argument("--port-file")
     args = p.parse_args()

@@ -5,6 +5,11 @@ batches to this process, which runs the model's compiled tf.function (as kerve d
 Run: python bench/servers/pytriton_server.py --model /tmp/mlp.keras --name mlp \
         --input-name x --grpc-port 8001 --http-port 8000 --metrics-port 8002
 Binds 127.0.0.1 only; stops on SIGTERM/SIGINT.
+
+PyTriton keeps its default restrictions (model-repository, statistics, shared-memory, trace,
+logging need an access token); --access-token fixes the token, so that perf_analyzer, which
+reads ModelStatistics after every window, can send it as the gRPC header
+``triton-grpc-protocol-triton-access-token``.
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ def main() -> None:
     p.add_argument("--max-batch-size", type=int, default=128)
     p.add_argument("--queue-delay-us", type=int, default=2000)
     p.add_argument("--instances", type=int, default=1)
+    p.add_argument("--access-token", default=None,
+                   help="the token of PyTriton's restricted endpoints (default: random)")
     a = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
@@ -33,7 +40,7 @@ def main() -> None:
     import tensorflow as tf
     from pytriton.decorators import batch
     from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
-    from pytriton.triton import Triton, TritonConfig
+    from pytriton.triton import Triton, TritonConfig, TritonSecurityConfig
 
     model = keras.saving.load_model(a.model, compile=False)
     spec = model.inputs[0]
@@ -56,7 +63,8 @@ def main() -> None:
                           http_address="127.0.0.1", http_port=a.http_port,
                           metrics_address="127.0.0.1", metrics_port=a.metrics_port,
                           allow_gpu_metrics=False)
-    with Triton(config=config) as triton:
+    security = TritonSecurityConfig(access_token=a.access_token)  # default endpoints
+    with Triton(config=config, security_config=security) as triton:
         triton.bind(
             model_name=a.name,
             infer_func=[infer] * max(1, a.instances),
