@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
@@ -40,32 +38,15 @@ def test_get_model_config(configured, triton):
         triton.get_model_config("no-such-model")
 
 
-def _perf_analyzer() -> tuple[Path, dict] | None:
-    """perf_analyzer from the tritonclient wheel, with the CUDA runtime it links against
-    (nvidia-cuda-runtime-cu12 on PyPI; it runs on the CPU) and libb64 (Debian)."""
-    binary = Path(sys.executable).with_name("perf_analyzer")
-    try:
-        import nvidia.cuda_runtime as cuda_runtime
-    except ImportError:
-        return None
-    lib = Path(list(cuda_runtime.__path__)[0]) / "lib"
-    env = dict(os.environ, LD_LIBRARY_PATH=os.pathsep.join(
-        filter(None, [str(lib), os.environ.get("LD_LIBRARY_PATH")])))
-    if not binary.exists() or subprocess.run(["ldd", str(binary)], capture_output=True,
-                                             text=True, env=env).stdout.count("not found"):
-        return None
-    return binary, env
-
-
 @pytest.mark.slow
 def test_perf_analyzer_drives_kerve(configured, server):
-    found = _perf_analyzer()
-    if found is None:
+    from bench import perf_analyzer
+
+    binary, env, why = perf_analyzer.find()
+    if binary is None:
         if os.environ.get("CI"):
-            pytest.fail("perf_analyzer cannot run: .ci/tools installs libb64-0d, the test "
-                        "extra nvidia-cuda-runtime-cu12")
-        pytest.skip("perf_analyzer cannot run here (libb64-0d, nvidia-cuda-runtime-cu12)")
-    binary, env = found
+            pytest.fail(f"perf_analyzer cannot run: {why}")
+        pytest.skip(f"perf_analyzer cannot run here: {why}")
     done = subprocess.run(
         [str(binary), "-m", "configured", "-u", server.target, "-i", "grpc", "-b", "1",
          "--concurrency-range", "2", "--measurement-interval", "500", "-p", "500",
