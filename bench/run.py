@@ -145,12 +145,16 @@ def client_of(args, key: str) -> str:
     return "perf_analyzer"
 
 
-def client_label(client: str, proto: str) -> str:
-    """The client as printed: perf_analyzer drives TF Serving synchronously only (one thread
-    per request in flight), KServe v2 asynchronously."""
+def pa_mode(args, proto: str) -> str:
+    """perf_analyzer drives TF Serving synchronously only (one thread per request in flight)."""
+    return "sync" if proto == "tfserving" else args.pa_mode
+
+
+def client_label(client: str, proto: str, args=None) -> str:
+    """The client as printed."""
     if client == "loadgen":
         return "loadgen"
-    return "PA sync" if proto == "tfserving" else "PA"
+    return f"PA {pa_mode(args, proto) if args else 'sync'}"
 
 
 def measure(args, lname, srv, proto, client, c, xs, want, dur):
@@ -162,7 +166,7 @@ def measure(args, lname, srv, proto, client, c, xs, want, dur):
     extra = tuple(a for k, v in srv.headers.items() for a in ("-H", f"{k}:{v}"))
     return pa.run(srv.target, srv.model, proto, concurrency=c, batch=int(xs[0].shape[0]),
                   duration_s=dur, windows=args.pa_windows,
-                  mode="sync" if proto == "tfserving" else "async", extra=extra)
+                  mode=pa_mode(args, proto), extra=extra)
 
 
 def check_answers(lines, data, report_model: dict) -> None:
@@ -283,15 +287,21 @@ def run_model(name: str, minfo: dict, args, workdir: Path, logdir: Path, report:
                         dur = min(args.duration, args.naive_duration)
                     else:
                         dur = args.duration
+                    srv_cpu0, t_cell = peers.process_tree_cpu(srv.pid), time.perf_counter()
                     with Foreign() as fg:
                         res = measure(args, lname, srv, proto, client, c, xs, want, dur)
+                    # the server's CPU while its client ran (ramp-up and warm-up included)
+                    srv_share = (peers.process_tree_cpu(srv.pid) - srv_cpu0) / (
+                        time.perf_counter() - t_cell)
                     drained_s = quiesce(srv)
                     key = f"{lname}|{cell_name(c, b)}"
                     row = asdict(res)
                     row["drain_after_s"] = drained_s
                     row["foreign_cpu_share"] = fg.share
                     row["bench_cpu_share"] = fg.own_share
-                    row["client"] = client_label(client, proto)
+                    row["client"] = client_label(client, proto, args)
+                    row["server_cpu_share"] = srv_share
+                    row["server_cpu_us_per_req"] = srv_share / max(res.rps, 1e-9) * 1e6
                     row["client_cpu_share"] = res.client_cpu_s / (
                         res.wall_s if client != "loadgen" else res.duration_s + args.warmup)
                     mrep["cells"].setdefault(key, []).append(row)
@@ -304,7 +314,7 @@ def run_model(name: str, minfo: dict, args, workdir: Path, logdir: Path, report:
                     if srv.proc.poll() is not None:
                         flag += f"  !!! server exited ({srv.proc.returncode})"
                     log(f"{name} r{r + 1} {cell_name(c, b):7s} {lname:13s} "
-                        f"{client_label(client, proto):8s}{res.rps:8.0f} req/s "
+                        f"{client_label(client, proto, args):8s}{res.rps:8.0f} req/s "
                         f"{res.sps:9.0f} samples/s p50 {res.p50_ms:7.2f} ms p99 "
                         f"{res.p99_ms:7.2f} ms  client {res.client_cpu_us_per_req:4.0f} us/req"
                         + flag)
@@ -312,7 +322,7 @@ def run_model(name: str, minfo: dict, args, workdir: Path, logdir: Path, report:
         for srv in servers.values():
             srv.stop()
     mrep["lines"] = [ln for ln, _, _, _ in lines]
-    mrep["clients"] = {ln: client_label(cl, proto) for ln, _, proto, cl in lines}
+    mrep["clients"] = {ln: client_label(cl, proto, args) for ln, _, proto, cl in lines}
 
 
 def summarize(report: dict, cells) -> list[str]:
@@ -323,7 +333,8 @@ def summarize(report: dict, cells) -> list[str]:
             med_cells[key] = {f: med([r.get(f, float("nan")) for r in runs]) for f in
                               ("rps", "sps", "p50_ms", "p90_ms", "p99_ms",
                                "client_cpu_us_per_req", "foreign_cpu_share",
-                               "client_cpu_share")}
+                               "client_cpu_share", "server_cpu_share",
+                               "server_cpu_us_per_req")}
             med_cells[key]["mismatches"] = sum(r["mismatches"] for r in runs)
             med_cells[key]["errors"] = sum(r["errors"] for r in runs)
             med_cells[key]["runs"] = len(runs)
@@ -350,8 +361,9 @@ def summarize(report: dict, cells) -> list[str]:
                     if v["foreign_cpu_share"] == v["foreign_cpu_share"]), default=0)
         out.append("(! = errors or answer mismatches; ~ = other processes on the machine took "
                    "> 30% of a core during that cell, median of its runs)")
-        out.append("client: PA = perf_analyzer (C++, --async), PA sync = perf_analyzer --sync "
-                   "(its only mode for TF Serving), loadgen = bench/loadgen.py (Python grpc.aio)")
+        out.append("client: PA sync/async = perf_analyzer (C++) --sync (a thread per request "
+                   "in flight; its only mode for TF Serving) / --async; loadgen = "
+                   "bench/loadgen.py (Python grpc.aio)")
         checks = m.get("checks", {})
         if checks:
             bad = {k: v for k, v in checks.items() if v["mismatches"] or v["errors"]
@@ -364,6 +376,10 @@ def summarize(report: dict, cells) -> list[str]:
                    " cell)" + (f"; the client used {kc['client_cpu_share']:.0%} of a core"
                                f" at kerve c32 b1 ({kc['client_cpu_us_per_req']:.0f} us/req)"
                                if kc else ""))
+        out.append("server CPU at c32 b1 (cores used, CPU per request): " + ", ".join(
+            f"{line} {v['server_cpu_share']:.2f} / {v['server_cpu_us_per_req']:.0f} us"
+            for line in m["lines"] if (v := med_cells.get(f"{line}|c32 b1"))
+            and v.get("server_cpu_share", float("nan")) == v.get("server_cpu_share")))
         loads = m.get("loadavg", [])
         if loads:
             out.append("load average (1 min) at each repeat's start: "
@@ -579,6 +595,8 @@ def main(argv=None) -> int:
     p.add_argument("--client", choices=["auto", "loadgen"], default="auto",
                    help="auto: perf_analyzer wherever the server allows it, loadgen for "
                         "MLServer and KServe; loadgen: the Python load generator everywhere")
+    p.add_argument("--pa-mode", choices=["sync", "async"], default="sync",
+                   help="perf_analyzer's mode on KServe v2 (TF Serving: sync only)")
     p.add_argument("--pa-windows", type=int, default=3,
                    help="perf_analyzer time windows per cell (--duration split among them)")
     p.add_argument("--pool", type=int, default=8, help="distinct inputs per cell")
@@ -653,6 +671,9 @@ def main(argv=None) -> int:
             "will be noisy (each cell records its own share as foreign_cpu_share)")
     for name in names:
         run_model(name, infos[name], args, workdir, logdir, report)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1, default=float))  # again below, summarized
     lines = summarize(report, cells) + targets(report)
     failed = [f"{m}:{k} ({v.get('error', '')[:300]})" for m, s in report["servers"].items()
               for k, v in s.items() if v["status"] != "ran"]
@@ -668,8 +689,6 @@ def main(argv=None) -> int:
     text = "\n".join(lines)
     print(text)
     report["table"] = text
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1, default=float))
     log(f"wrote {out}")
     return 0
