@@ -188,6 +188,8 @@ def _print_model(model: dict) -> None:
                   f"{', '.join(m.get('custom_objects', []))}")
         for warning in v.get("load_warnings", []):
             print(f"    load warning: {warning}")
+        if v.get("memory_estimate"):
+            print(f"    memory {_memory(v['memory_estimate'])}")
         if v.get("examples"):
             print(f"    golden examples {v['examples']['sha256'][:12]} "
                   f"({v['examples']['size']} bytes)")
@@ -206,6 +208,21 @@ def _print_model(model: dict) -> None:
 
 _PRODUCER_WORDS = (("keras_version", "Keras {}"), ("tensorflow_version", "TensorFlow {}"),
                    ("backend", "backend {}"), ("date_saved", "saved {}"))
+
+
+def _memory(estimate: dict) -> str:
+    """The estimate in one line (proto uint64s arrive as strings)."""
+    mib = {k: int(estimate.get(k, 0)) / 2**20 for k in (
+        "total_bytes", "weights_bytes", "activation_bytes_fixed", "activation_bytes_per_row",
+        "overhead_bytes")}
+    rows = int(estimate.get("rows", 1))
+    activations = mib["activation_bytes_fixed"] + mib["activation_bytes_per_row"] * rows
+    line = (f"about {mib['total_bytes']:,.1f} MiB at batch {rows}: weights "
+            f"{mib['weights_bytes']:,.1f}, activations {activations:,.1f}, overhead "
+            f"{mib['overhead_bytes']:,.1f}")
+    if int(estimate.get("load_bytes", 0)):
+        line += f"; {int(estimate['load_bytes']) / 2**20:,.1f} more while it loads"
+    return line + (f" ({estimate['note']})" if estimate.get("note") else "")
 
 
 def _producer(producer: dict, sources: dict) -> str:

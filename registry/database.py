@@ -42,6 +42,7 @@ from kerve.registry.errors import (
     NotFoundError,
     UnavailableError,
 )
+from kerve.registry.memory import load_bytes, need_bytes
 from kerve.registry.names import DEFAULT_ALIAS, VersionRef, check_alias
 from kerve.registry.signature import Signature
 
@@ -191,8 +192,10 @@ class ModelInfo:
     name: str
     versions: list[int]
     aliases: dict[str, int]
-    weights_bytes: dict[int, int] = field(default_factory=dict)
-    """Each version's weights size: what a loaded version is counted for."""
+    memory_bytes: dict[int, int] = field(default_factory=dict)
+    """What each version is counted for when loaded (kerve.registry.memory.memory_need)."""
+    load_bytes: dict[int, int] = field(default_factory=dict)
+    """What each version is counted for besides that while it loads."""
 
     @property
     def default_version(self) -> int:
@@ -284,7 +287,10 @@ class Database:
     def _info(row: ModelRow) -> ModelInfo:
         return ModelInfo(row.name, sorted(v.version for v in row.versions),
                          {a.alias: a.version for a in row.aliases},
-                         {v.version: v.weights_size for v in row.versions})
+                         {v.version: need_bytes(v.memory_estimate, v.weights_size)
+                          for v in row.versions},
+                         {v.version: load_bytes(v.memory_estimate, v.weights_size)
+                          for v in row.versions})
 
     @staticmethod
     def _version_info(row: VersionRow, aliases: dict[str, int]) -> VersionInfo:

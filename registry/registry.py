@@ -27,7 +27,9 @@ from kerve.registry.database import (
 from kerve.registry.diff import VersionDiff, diff_versions
 from kerve.registry.errors import FailedPreconditionError, NotFoundError
 from kerve.registry.limits import UploadLimits, check_architecture_size
+from kerve.registry.memory import with_total
 from kerve.registry.names import VersionRef, check_alias, check_model_name
+from kerve.registry.serving_options import ServingOptions, options_from_tags
 from kerve.registry.uploads import (
     ARCHITECTURE,
     EXAMPLES,
@@ -58,7 +60,8 @@ class Registry:
 
     def __init__(self, database: Database, blobs: BlobStore,
                  validation: ValidationWorker | None, tmp_dir: Path, *,
-                 max_upload_bytes: int, limits: UploadLimits | None = None) -> None:
+                 max_upload_bytes: int, limits: UploadLimits | None = None,
+                 serving_defaults: ServingOptions | None = None) -> None:
         """Without a validation worker the registry is read-only (an inference replica)."""
         self.limits = limits or UploadLimits()
         self.database = database
@@ -67,6 +70,7 @@ class Registry:
         self.tmp_dir = Path(tmp_dir)
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
         self.max_upload_bytes = max_upload_bytes
+        self.serving_defaults = serving_defaults
         self._listeners: list[Callable[[str], Awaitable[None]]] = []
 
     def on_change(self, listener: Callable[[str], Awaitable[None]]) -> None:
@@ -122,7 +126,8 @@ class Registry:
                 tensorflow_version=report.tensorflow_version,
                 parameter_count=report.parameter_count, description=header.description,
                 tags=dict(header.tags), warnings=report.warnings + crossed,
-                examples=verified.get(EXAMPLES), created_by=actor(), provenance=recorded)
+                examples=verified.get(EXAMPLES), created_by=actor(), provenance=recorded,
+                memory_estimate=self._memory_estimate(report, header.tags))
             files = [(arch_blob, architecture), (weights_blob, weights)]
             if examples is not None:
                 files.append((verified[EXAMPLES], examples))
@@ -133,6 +138,16 @@ class Registry:
                  info.parameter_count)
         await self._changed(info.name)
         return info
+
+    def _memory_estimate(self, report, tags: dict[str, str]) -> dict | None:
+        """The validation's estimate with its total at the largest batch the version will
+        run here: the batcher's max_batch_size (the version's tag, else this server's)."""
+        if not report.memory_estimate or self.serving_defaults is None:
+            return report.memory_estimate or None
+        rows = 1
+        if report.signature.batchable:
+            rows = options_from_tags(tags, self.serving_defaults).max_batch_size
+        return with_total(report.memory_estimate, rows)
 
     async def _declared_producer(self, staged: StagedUpload,
                                  header: UploadHeader) -> dict[str, dict[str, str]]:

@@ -34,6 +34,8 @@ class ValidationReport:
     outputs); not a refusal."""
     keras_warnings: list[str] = field(default_factory=list)
     """Python warnings Keras raised while building the model: logged, not stored."""
+    memory_estimate: dict = field(default_factory=dict)
+    """The parts of kerve.registry.memory's estimate; the registry adds the total."""
     producer: dict[str, dict[str, str]] = field(default_factory=dict)
     """What the architecture and the weights say of their producer, by source
     (kerve.registry.provenance)."""
@@ -73,6 +75,7 @@ def validate_files(architecture: Path, weights: Path, plugins: Plugins,
                                              if len(saved_nan) > 10 else "")
         raise InvalidArgumentError(f"the weights hold NaN values in {shown}")
     signature, found = smoke_predict(model, signature)
+    memory = _memory_estimate(model, signature)
     if examples is not None:
         from kerve.registry.examples import read_examples
 
@@ -91,7 +94,23 @@ def validate_files(architecture: Path, weights: Path, plugins: Plugins,
                   provenance.WEIGHTS: (provenance.weights_producer(weights)
                                        if fmt == km.LEGACY_WEIGHTS else {})},
         plugin_modules=provenance.plugin_modules(sorted(scan.custom_objects), plugins),
+        memory_estimate=memory,
     )
+
+
+def _memory_estimate(model, signature: Signature) -> dict:
+    """kerve.registry.memory's estimate; where the model cannot be traced here (it ran
+    eagerly), its weights alone, said in the estimate."""
+    from kerve.registry.memory import estimate_memory
+    from kerve.registry.smoke import FREE_DIM_SIZES
+
+    try:
+        return estimate_memory(model, signature, free_dim=FREE_DIM_SIZES[0])
+    except Exception as exc:  # noqa: BLE001 - an estimate never refuses an upload
+        weights = sum(int(v.numpy().nbytes) for v in model.weights)
+        return {"weights_bytes": weights, "activation_bytes_fixed": 0,
+                "activation_bytes_per_row": 0, "overhead_bytes": 0, "load_bytes": weights,
+                "note": f"activations not estimated: {' '.join(str(exc).split())[:200]}"}
 
 
 def smoke_predict(model, signature: Signature) -> tuple[Signature, list[str]]:

@@ -27,10 +27,10 @@ from kerve.registry.blobs import BlobStore, open_blob_store
 from kerve.registry.database import Database
 from kerve.registry.plugins import Plugins, load_plugins, plugin_names
 from kerve.registry.registry import Registry
-from kerve.registry.serving_options import ServingOptions
 from kerve.registry.validation_worker import ValidationWorker
 from kerve.server.batching import Batcher
 from kerve.server.data_plane import DataPlane
+from kerve.server.device_memory import gpu_free_bytes
 from kerve.server.interceptors import AccessInterceptor, ErrorInterceptor
 from kerve.server.loader import (
     LoadedModel,
@@ -150,7 +150,8 @@ def _open_registry(settings: Settings, plugins: Plugins, blobs: BlobStore,
         closers.insert(0, validation.close)
     registry = Registry(database, blobs, validation, settings.data_dir / "tmp",
                         max_upload_bytes=settings.max_upload_bytes,
-                        limits=settings.upload_limits())
+                        limits=settings.upload_limits(),
+                        serving_defaults=settings.serving_defaults())
     if settings.takes_writes:  # a reader never deletes: the writers own the store
         registry.recover(settings.orphan_grace)
     return registry
@@ -178,9 +179,7 @@ def _build_serving(settings: Settings, plugins: Plugins, blobs: BlobStore, regis
     predict_pool = ThreadPoolExecutor(max(2, settings.model_instances * 2),
                                       thread_name_prefix="kerve-predict")
     closers.insert(0, partial(predict_pool.shutdown, wait=False, cancel_futures=True))
-    defaults = ServingOptions(max_batch_size=settings.max_batch_size,
-                              batch_timeout_ms=settings.batch_timeout_ms,
-                              jit_compile=settings.jit_compile)
+    defaults = settings.serving_defaults()
     load = partial(load_version, blobs=blobs, plugins=plugins,
                    allow_unsafe_lambda=settings.allow_unsafe_lambda, device=device,
                    defaults=defaults)
@@ -199,7 +198,10 @@ def _build_serving(settings: Settings, plugins: Plugins, blobs: BlobStore, regis
                            memory_budget_bytes=settings.memory_budget_bytes,
                            on_loaded=on_loaded,
                            stage=partial(stage_weights, blobs=blobs, defaults=defaults),
-                           assign=assign_staged if settings.weight_swap_in_place else None)
+                           assign=assign_staged if settings.weight_swap_in_place else None,
+                           device_free_bytes=(partial(gpu_free_bytes, device)
+                                              if "GPU" in device.upper() else None))
+    metrics.track_memory(manager.memory, settings.memory_budget_bytes)
     metrics.models_loaded.set_function(manager.loaded_count)
     data_plane = DataPlane(manager, metrics, defaults=defaults,
                            instances=settings.model_instances, device=device)

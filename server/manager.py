@@ -30,8 +30,10 @@ from kerve.registry.errors import (
     FailedPreconditionError,
     KerveError,
     NotFoundError,
+    ResourceExhaustedError,
     UnavailableError,
 )
+from kerve.registry.memory import memory_need
 from kerve.registry.names import VersionRef
 from kerve.registry.registry import Registry
 from kerve.server.load_priority import lower_thread_priority, sharing_the_gil
@@ -49,12 +51,13 @@ class Served:
     version: int
     state: State = State.LOADING
     reason: str = ""
-    data_loss: bool = False  # FAILED because a blob no longer matches its sha256
+    error: type[KerveError] = FailedPreconditionError  # what a FAILED one answers
     loaded: LoadedModel | None = None
     runner: object | None = None  # the version's Batcher
     in_flight: int = 0
     last_used: float = field(default_factory=time.monotonic)
-    weights_bytes: int = 0  # the memory a version is counted for
+    memory_bytes: int = 0  # the memory it is counted for: its estimate (kerve.registry.memory)
+    loading_bytes: int = 0  # and besides that, until it is READY or FAILED
     drained: asyncio.Event = field(default_factory=asyncio.Event)
     settled: asyncio.Event = field(default_factory=asyncio.Event)  # READY or FAILED
     gate: asyncio.Event | None = None  # set while its model takes another version's weights
@@ -72,13 +75,15 @@ class ModelManager:
                  poll_interval_s: float, idle_unload_s: float, load_workers: int = 1,
                  memory_budget_bytes: int | None = None,
                  on_loaded: Callable[[Served], None] | None = None,
-                 stage: Stager | None = None, assign: Assigner | None = None) -> None:
+                 stage: Stager | None = None, assign: Assigner | None = None,
+                 device_free_bytes: Callable[[], int | None] | None = None) -> None:
         self._registry = registry
         self._load = load
         self._make_runner = make_runner
         self._poll_interval_s = poll_interval_s
         self._idle_unload_s = idle_unload_s
         self._memory_budget = memory_budget_bytes
+        self._device_free_bytes = device_free_bytes
         self._on_loaded = on_loaded
         self._pool = ThreadPoolExecutor(load_workers, thread_name_prefix="kerve-load",
                                         initializer=lower_thread_priority)
@@ -156,8 +161,8 @@ class ModelManager:
                     continue
                 want = info.default_version
                 served = self._served.get((name, want))
-                if served is None or served.state is State.UNLOADING:
-                    served = self._start_load(name, want, info.weights_bytes.get(want, 0))
+                if _startable(served):
+                    served = self._start_load(name, want, _need(info, want))
                     served.replacing = self._default_served(name)
                 elif served.state is State.READY:
                     self._promote(name, want)
@@ -183,21 +188,34 @@ class ModelManager:
         return (self._defaults.get(name) == version and successor is not None
                 and successor.state is State.LOADING)
 
-    def _start_load(self, name: str, version: int, weights_bytes: int) -> Served:
+    def _start_load(self, name: str, version: int, need: tuple[int, int]) -> Served:
+        """Admit a version and start loading it; one refused is FAILED with
+        RESOURCE_EXHAUSTED (tried again when next asked for)."""
         # The size is counted from the start, before any await, so that room made for
         # another version meanwhile counts this one too.
-        served = Served(name, version, weights_bytes=weights_bytes)
+        served = Served(name, version, memory_bytes=need[0], loading_bytes=need[1])
+        try:
+            self._admit(served)
+        except ResourceExhaustedError as exc:
+            prev = self._served.get((name, version))
+            again = prev is not None and prev.error is ResourceExhaustedError
+            served.state, served.reason, served.error = State.FAILED, exc.message, type(exc)
+            served.loading_bytes = 0
+            served.settled.set()
+            (log.debug if again else log.warning)("version %s:%d not loaded: %s", name,
+                                                  version, exc.message)
         self._served[(name, version)] = served
-        self._make_room(served)
-        self._spawn(self._load_one(served))
+        if served.state is State.LOADING:
+            self._spawn(self._load_one(served))
         return served
 
-    async def _weights_bytes(self, name: str, version: int) -> int:
-        """A version's weights size: from the cached listing, else from the registry."""
+    async def _need(self, name: str, version: int) -> tuple[int, int]:
+        """What a version is counted for, loaded and besides that while loading: from the
+        cached listing, else from the registry."""
         known = self._models.get(name)
-        if known is not None and version in known.weights_bytes:
-            return known.weights_bytes[version]
-        return (await self._registry.resolve(VersionRef(name, version))).weights.size
+        if known is not None and version in known.memory_bytes:
+            return _need(known, version)
+        return memory_need(await self._registry.resolve(VersionRef(name, version)))
 
     async def _load_one(self, served: Served) -> None:
         try:
@@ -211,7 +229,8 @@ class ModelManager:
             self._ready(served, loaded)
         except KerveError as exc:
             served.state, served.reason = State.FAILED, exc.message
-            served.data_loss = isinstance(exc, DataLossError)
+            served.error = DataLossError if isinstance(exc, DataLossError) else \
+                FailedPreconditionError
             log.warning("version %s:%d failed to load: %s", served.name, served.version, exc.message)
             return
         except Exception as exc:  # noqa: BLE001
@@ -222,6 +241,7 @@ class ModelManager:
         finally:
             served.settled.set()
             served.replacing = None
+            served.loading_bytes = 0
         info = self._models.get(served.name)
         if info is not None and info.default_version == served.version:
             self._promote(served.name, served.version)
@@ -298,24 +318,47 @@ class ModelManager:
         served.loaded = served.runner = None
         log.info("unloaded %s:%d", served.name, served.version)
 
-    def _make_room(self, incoming: Served) -> None:
-        """Within the memory budget (weights bytes of loaded versions), unload on-demand
-        versions, least recently used first, that no request holds. Defaults stay."""
-        if self._memory_budget is None:
-            return
-        others = [s for s in self._served.values() if s is not incoming
-                  and s.state in (State.READY, State.LOADING)]
-        used = sum(s.weights_bytes for s in others) + incoming.weights_bytes
-        candidates = sorted((s for s in others if s.state is State.READY and s.in_flight == 0
-                             and self._defaults.get(s.name) != s.version),
-                            key=lambda s: s.last_used)
-        for victim in candidates:
-            if used <= self._memory_budget:
-                break
-            log.info("unloading %s:%d to make room for %s:%d", victim.name, victim.version,
-                     incoming.name, incoming.version)
-            used -= victim.weights_bytes
-            self._begin_unload(victim)
+    def _admit(self, incoming: Served) -> None:
+        """Make room for a version within the memory budget (the estimates of versions
+        loaded and loading), unloading on-demand versions no request holds, least recently
+        used first; defaults stay. RESOURCE_EXHAUSTED, naming the figures and unloading
+        nothing, where it cannot fit, or where it needs more than the device has free."""
+        if self._memory_budget is not None:
+            budget = self._memory_budget
+            others = [s for s in self._served.values() if s is not incoming
+                      and s.state in (State.READY, State.LOADING)]
+            held = sum(s.memory_bytes + s.loading_bytes for s in others)
+            candidates = sorted((s for s in others if s.state is State.READY
+                                 and s.in_flight == 0
+                                 and self._defaults.get(s.name) != s.version),
+                                key=lambda s: s.last_used)
+            need = incoming.memory_bytes + incoming.loading_bytes
+            victims, used = [], held + need
+            for victim in candidates:
+                if used <= budget:
+                    break
+                victims.append(victim)
+                used -= victim.memory_bytes
+            if used > budget:
+                raise ResourceExhaustedError(
+                    f"model {incoming.name} version {incoming.version} needs about "
+                    f"{_mib(need)} MiB while it loads ({_mib(incoming.memory_bytes)} MiB once "
+                    f"loaded: its estimate) and the memory budget "
+                    f"is {_mib(budget)} MiB, of which {_mib(held)} MiB are held by "
+                    f"{len(others)} loaded or loading versions; the ones that could be "
+                    f"unloaded free {_mib(sum(v.memory_bytes for v in candidates))} MiB. "
+                    "Unload a model, or raise --memory-budget-mb")
+            for victim in victims:
+                log.info("unloading %s:%d to make room for %s:%d", victim.name,
+                         victim.version, incoming.name, incoming.version)
+                self._begin_unload(victim)
+        free = self._device_free_bytes() if self._device_free_bytes else None
+        need = incoming.memory_bytes + incoming.loading_bytes
+        if free is not None and need > free:
+            raise ResourceExhaustedError(
+                f"model {incoming.name} version {incoming.version} needs about "
+                f"{_mib(need)} MiB while it loads (its estimate) and the device has "
+                f"{_mib(free)} MiB free")
 
     def _unload_idle(self) -> None:
         now = time.monotonic()
@@ -354,17 +397,19 @@ class ModelManager:
             if served is None or served.gate is None:
                 break
             await served.gate.wait()  # its model is taking new weights: then resolve again
-        if served is None or served.state is State.UNLOADING:
-            size = await self._weights_bytes(ref.name, version)
+        if _startable(served):
+            need = await self._need(ref.name, version)
             served = self._served.get((ref.name, version))  # another request may have won
-            if served is None or served.state is State.UNLOADING:
-                self._start_load(ref.name, version, size)
-            raise UnavailableError(f"model {ref.name} version {version} is loading; retry shortly")
+            if _startable(served):
+                served = self._start_load(ref.name, version, need)
+            if served.state is not State.FAILED:
+                raise UnavailableError(
+                    f"model {ref.name} version {version} is loading; retry shortly")
         if served.state is State.LOADING:
             raise UnavailableError(f"model {ref.name} version {version} is loading; retry shortly")
         if served.state is State.FAILED:
-            error = DataLossError if served.data_loss else FailedPreconditionError
-            raise error(f"model {ref.name} version {version} failed to load: {served.reason}")
+            raise served.error(
+                f"model {ref.name} version {version} failed to load: {served.reason}")
         served.in_flight += 1
         served.last_used = time.monotonic()
         served.drained.clear()
@@ -390,11 +435,11 @@ class ModelManager:
         served = self._served.get((name, version))
         if served is None or served.state in (State.FAILED, State.UNLOADING):
             # a FAILED one is retried
-            served = self._start_load(name, version, info.weights_bytes.get(version, 0))
+            served = self._start_load(name, version, _need(info, version))
         await served.settled.wait()
         if served.state is State.FAILED:
-            error = DataLossError if served.data_loss else FailedPreconditionError
-            raise error(f"model {name} version {served.version} failed to load: {served.reason}")
+            raise served.error(
+                f"model {name} version {served.version} failed to load: {served.reason}")
 
     async def unload_model(self, name: str) -> None:
         if name not in self._models:
@@ -414,6 +459,14 @@ class ModelManager:
         """Every stored model, as of the last registry read."""
         return dict(self._models)
 
+    def memory(self) -> list[Served]:
+        """Versions loaded or loading, each with the memory it is counted for."""
+        return [s for s in self._served.values() if s.state in (State.READY, State.LOADING)]
+
+    @property
+    def memory_budget_bytes(self) -> int | None:
+        return self._memory_budget
+
     def loaded_count(self) -> int:
         return sum(1 for s in self._served.values() if s.state is State.READY)
 
@@ -428,3 +481,18 @@ class ModelManager:
             if name not in self._defaults and (served is None or served.state is State.LOADING):
                 return False
         return True
+
+
+def _startable(served: Served | None) -> bool:
+    """Whether a version must be (re)started: never loaded, on its way out, or refused for
+    memory that may since have been freed."""
+    return (served is None or served.state is State.UNLOADING
+            or (served.state is State.FAILED and served.error is ResourceExhaustedError))
+
+
+def _need(info: ModelInfo, version: int) -> tuple[int, int]:
+    return info.memory_bytes.get(version, 0), info.load_bytes.get(version, 0)
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:,.1f}"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 _LATENCY_BUCKETS = (.0005, .001, .002, .005, .01, .02, .05, .1, .2, .5, 1, 2, 5, 10)
@@ -36,6 +38,11 @@ class Metrics:
         self.gpu_memory = Gauge("kerve_gpu_memory_bytes", "GPU memory TensorFlow holds",
                                 ["device"], registry=r)
 
+    def track_memory(self, loaded: Callable[[], list], budget_bytes: int | None) -> None:
+        """At each scrape: each loaded or loading version's memory estimate (what the budget
+        counts it for), their sum, and the budget."""
+        self.registry.register(_MemoryCollector(loaded, budget_bytes))
+
     def track_gpu_memory(self, devices: list[str]) -> None:
         """Report TensorFlow's current memory use per GPU at each scrape."""
         import tensorflow as tf
@@ -47,3 +54,35 @@ class Metrics:
                 except (ValueError, RuntimeError):
                     return 0.0
             self.gpu_memory.labels(device=device).set_function(current)
+
+
+class _MemoryCollector:
+    """kerve_model_memory_estimate_bytes and the budget, read from the manager at scrape."""
+
+    def __init__(self, loaded: Callable[[], list], budget_bytes: int | None) -> None:
+        self._loaded = loaded
+        self._budget = budget_bytes
+
+    def describe(self):
+        return []  # collected on demand only: nothing to check at registration
+
+    def collect(self):
+        from prometheus_client.core import GaugeMetricFamily
+
+        per_version = GaugeMetricFamily(
+            "kerve_model_memory_estimate_bytes", "Estimated memory of each loaded or loading "
+            "version (weights, activations at its largest batch, overhead)",
+            labels=["model", "version"])
+        total = 0
+        for served in self._loaded():
+            per_version.add_metric([served.name, str(served.version)], served.memory_bytes)
+            total += served.memory_bytes + served.loading_bytes
+        yield per_version
+        yield GaugeMetricFamily("kerve_memory_estimated_in_use_bytes",
+                                "Sum of the estimates of loaded and loading versions "
+                                "(loading ones with what they hold only while loading)",
+                                value=total)
+        if self._budget is not None:
+            yield GaugeMetricFamily("kerve_memory_budget_bytes",
+                                    "The memory budget (--memory-budget-mb)",
+                                    value=self._budget)

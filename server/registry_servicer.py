@@ -80,7 +80,15 @@ def version_proto(info: VersionInfo, status_of: StatusOf) -> pb.ModelVersion:
         aliases=info.aliases, warnings=info.warnings, created_by=info.created_by,
         examples=(pb.Blob(sha256=info.examples.sha256, size=info.examples.size)
                   if info.examples else None),
+        memory_estimate=_memory_estimate(info.memory_estimate),
         **provenance_fields(info))
+
+
+def _memory_estimate(estimate: dict | None) -> pb.MemoryEstimate | None:
+    if not estimate:
+        return None
+    fields = pb.MemoryEstimate.DESCRIPTOR.fields_by_name
+    return pb.MemoryEstimate(**{k: v for k, v in estimate.items() if k in fields})
 
 
 def provenance_fields(info: VersionInfo) -> dict:

@@ -127,8 +127,11 @@ class Settings(BaseSettings):
     """Seconds a version loaded on demand (not a default) stays loaded unused."""
 
     memory_budget_mb: int | None = Field(None, gt=0)
-    """MiB of weights of loaded versions above which on-demand versions are unloaded, least
-    recently used first, to make room (defaults are always kept); none by default."""
+    """MiB the loaded versions may need together, each counted for its memory estimate
+    (weights, activations at its largest batch, overhead; `kerve models show` prints it).
+    A load past it first unloads on-demand versions no request holds, least recently used
+    first (defaults are always kept), and is refused with RESOURCE_EXHAUSTED where that is
+    not enough. None by default: on a GPU, a load is still refused past its free memory."""
 
     weight_swap_in_place: bool = True
     """Load a new default that has the architecture and serving options of the one it
@@ -237,6 +240,14 @@ class Settings(BaseSettings):
     @property
     def memory_budget_bytes(self) -> int | None:
         return self.memory_budget_mb << 20 if self.memory_budget_mb else None
+
+    def serving_defaults(self):
+        """Each version's serving options where its tags set none."""
+        from kerve.registry.serving_options import ServingOptions
+
+        return ServingOptions(max_batch_size=self.max_batch_size,
+                              batch_timeout_ms=self.batch_timeout_ms,
+                              jit_compile=self.jit_compile)
 
     def upload_limits(self):
         from kerve.registry.limits import UploadLimits

@@ -26,7 +26,7 @@ class FakeRegistry:
         self.listeners.append(listener)
 
     async def list_models(self):
-        # As the database does: each version's weights size comes with the listing.
+        # As the database does: what each version is counted for comes with the listing.
         return [ModelInfo(m.name, m.versions, m.aliases,
                           {v: self.sizes.get((m.name, v), 1) for v in m.versions})
                 for m in self.models.values()]
@@ -163,7 +163,7 @@ def test_a_loading_version_counts_its_size_from_the_start():
                 pass
         # No await since the load started: it is LOADING and already counted.
         assert manager.status("m", 1).state is State.LOADING
-        assert manager.status("m", 1).weights_bytes == 100
+        assert manager.status("m", 1).memory_bytes == 100
         await settle(manager, "m", 1)
         await manager.stop()
 
@@ -224,6 +224,68 @@ def test_deleted_default_serves_until_its_successor_is_ready():
             assert served.version == 2
         await asyncio.sleep(0.05)
         assert manager.status("m", 1) is None
+        await manager.stop()
+
+    asyncio.run(main())
+
+
+def test_a_load_past_the_budget_is_refused_with_the_figures():
+    """Idle on-demand versions are unloaded first; where that cannot make room, nothing is
+    unloaded and the load is refused (RESOURCE_EXHAUSTED, naming the figures), then tried
+    again once room is made."""
+    async def main():
+        from kerve.registry.names import VersionRef
+
+        sizes = {("m", 1): 100 << 20, ("m", 2): 100 << 20, ("m", 3): 150 << 20}
+        manager, _, _ = make_manager({"m": ModelInfo("m", [1, 2, 3], {"production": 1})},
+                                     sizes, memory_budget_bytes=300 << 20)
+        await manager.start()
+        await settle(manager, "m", 1)
+        with pytest.raises(KerveError):
+            async with manager.acquire(VersionRef("m", 2)):
+                pass
+        await settle(manager, "m", 2)
+        async with manager.acquire(VersionRef("m", 2)):  # held: it cannot be unloaded
+            with pytest.raises(KerveError) as refused:
+                async with manager.acquire(VersionRef("m", 3)):
+                    pass
+        assert refused.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+        message = refused.value.message
+        assert "needs about 150.0 MiB" in message and "budget is 300.0 MiB" in message
+        assert "200.0 MiB are held by 2" in message, message
+        assert manager.status("m", 2).state is State.READY  # nothing unloaded for nothing
+        # Released now: 2 is unloaded to make room, and 3 loads.
+        with pytest.raises(KerveError) as loading:
+            async with manager.acquire(VersionRef("m", 3)):
+                pass
+        assert loading.value.code == grpc.StatusCode.UNAVAILABLE
+        assert (await settle(manager, "m", 3)).state is State.READY
+        await asyncio.sleep(0.02)
+        assert manager.status("m", 2) is None
+        assert sum(s.memory_bytes for s in manager.memory()) == 250 << 20
+        await manager.stop()
+
+    asyncio.run(main())
+
+
+def test_a_default_past_the_device_free_memory_is_failed():
+    async def main():
+        from kerve.registry.names import VersionRef
+
+        free = {"bytes": 10 << 20}
+        manager, _, loads = make_manager({"m": ModelInfo("m", [1], {})}, {("m", 1): 64 << 20},
+                                         device_free_bytes=lambda: free["bytes"])
+        await manager.start()
+        served = manager.status("m", 1)
+        assert served.state is State.FAILED and loads == []
+        assert "the device has 10.0 MiB free" in served.reason
+        with pytest.raises(KerveError) as refused:
+            async with manager.acquire(VersionRef("m")):
+                pass
+        assert refused.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+        free["bytes"] = 1 << 30  # memory freed elsewhere: the next sync loads it
+        await manager.sync()
+        assert (await settle(manager, "m", 1)).state is State.READY
         await manager.stop()
 
     asyncio.run(main())

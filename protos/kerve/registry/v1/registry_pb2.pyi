@@ -114,7 +114,7 @@ class Blob(_message.Message):
     def __init__(self, sha256: _Optional[str] = ..., size: _Optional[int] = ...) -> None: ...
 
 class ModelVersion(_message.Message):
-    __slots__ = ("name", "version", "status", "status_message", "created", "architecture", "weights", "weights_format", "signature", "layer_classes", "custom_objects", "keras_version", "tensorflow_version", "parameter_count", "description", "tags", "aliases", "warnings", "examples", "created_by", "producer", "producer_sources", "plugin_modules", "load_warnings")
+    __slots__ = ("name", "version", "status", "status_message", "created", "architecture", "weights", "weights_format", "signature", "layer_classes", "custom_objects", "keras_version", "tensorflow_version", "parameter_count", "description", "tags", "aliases", "warnings", "examples", "created_by", "producer", "producer_sources", "plugin_modules", "load_warnings", "memory_estimate")
     class TagsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -160,6 +160,7 @@ class ModelVersion(_message.Message):
     PRODUCER_SOURCES_FIELD_NUMBER: _ClassVar[int]
     PLUGIN_MODULES_FIELD_NUMBER: _ClassVar[int]
     LOAD_WARNINGS_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_ESTIMATE_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: int
     status: str
@@ -184,7 +185,28 @@ class ModelVersion(_message.Message):
     producer_sources: _containers.ScalarMap[str, str]
     plugin_modules: _containers.RepeatedCompositeFieldContainer[PluginModule]
     load_warnings: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., status: _Optional[str] = ..., status_message: _Optional[str] = ..., created: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., architecture: _Optional[_Union[Blob, _Mapping]] = ..., weights: _Optional[_Union[Blob, _Mapping]] = ..., weights_format: _Optional[str] = ..., signature: _Optional[_Union[Signature, _Mapping]] = ..., layer_classes: _Optional[_Iterable[str]] = ..., custom_objects: _Optional[_Iterable[str]] = ..., keras_version: _Optional[str] = ..., tensorflow_version: _Optional[str] = ..., parameter_count: _Optional[int] = ..., description: _Optional[str] = ..., tags: _Optional[_Mapping[str, str]] = ..., aliases: _Optional[_Iterable[str]] = ..., warnings: _Optional[_Iterable[str]] = ..., examples: _Optional[_Union[Blob, _Mapping]] = ..., created_by: _Optional[str] = ..., producer: _Optional[_Mapping[str, str]] = ..., producer_sources: _Optional[_Mapping[str, str]] = ..., plugin_modules: _Optional[_Iterable[_Union[PluginModule, _Mapping]]] = ..., load_warnings: _Optional[_Iterable[str]] = ...) -> None: ...
+    memory_estimate: MemoryEstimate
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., status: _Optional[str] = ..., status_message: _Optional[str] = ..., created: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., architecture: _Optional[_Union[Blob, _Mapping]] = ..., weights: _Optional[_Union[Blob, _Mapping]] = ..., weights_format: _Optional[str] = ..., signature: _Optional[_Union[Signature, _Mapping]] = ..., layer_classes: _Optional[_Iterable[str]] = ..., custom_objects: _Optional[_Iterable[str]] = ..., keras_version: _Optional[str] = ..., tensorflow_version: _Optional[str] = ..., parameter_count: _Optional[int] = ..., description: _Optional[str] = ..., tags: _Optional[_Mapping[str, str]] = ..., aliases: _Optional[_Iterable[str]] = ..., warnings: _Optional[_Iterable[str]] = ..., examples: _Optional[_Union[Blob, _Mapping]] = ..., created_by: _Optional[str] = ..., producer: _Optional[_Mapping[str, str]] = ..., producer_sources: _Optional[_Mapping[str, str]] = ..., plugin_modules: _Optional[_Iterable[_Union[PluginModule, _Mapping]]] = ..., load_warnings: _Optional[_Iterable[str]] = ..., memory_estimate: _Optional[_Union[MemoryEstimate, _Mapping]] = ...) -> None: ...
+
+class MemoryEstimate(_message.Message):
+    __slots__ = ("weights_bytes", "activation_bytes_fixed", "activation_bytes_per_row", "overhead_bytes", "rows", "total_bytes", "note", "load_bytes")
+    WEIGHTS_BYTES_FIELD_NUMBER: _ClassVar[int]
+    ACTIVATION_BYTES_FIXED_FIELD_NUMBER: _ClassVar[int]
+    ACTIVATION_BYTES_PER_ROW_FIELD_NUMBER: _ClassVar[int]
+    OVERHEAD_BYTES_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
+    NOTE_FIELD_NUMBER: _ClassVar[int]
+    LOAD_BYTES_FIELD_NUMBER: _ClassVar[int]
+    weights_bytes: int
+    activation_bytes_fixed: int
+    activation_bytes_per_row: int
+    overhead_bytes: int
+    rows: int
+    total_bytes: int
+    note: str
+    load_bytes: int
+    def __init__(self, weights_bytes: _Optional[int] = ..., activation_bytes_fixed: _Optional[int] = ..., activation_bytes_per_row: _Optional[int] = ..., overhead_bytes: _Optional[int] = ..., rows: _Optional[int] = ..., total_bytes: _Optional[int] = ..., note: _Optional[str] = ..., load_bytes: _Optional[int] = ...) -> None: ...
 
 class PluginModule(_message.Message):
     __slots__ = ("module", "version", "version_source", "sha256", "custom_objects")
