@@ -20,8 +20,7 @@ import numpy as np
 def main() -> None:
     import keras
     import tensorflow as tf
-    from kserve import InferOutput, InferRequest, InferResponse, Model, ModelServer
-    from kserve import model_server
+    from kserve import InferOutput, InferRequest, InferResponse, Model, ModelServer, model_server
 
     p = argparse.ArgumentParser(parents=[model_server.parser], conflict_handler="resolve")
     p.add_argument("--model", required=True)
