@@ -549,9 +549,8 @@ def tune(args, workdir: Path, logdir: Path, infos: dict) -> dict:
                 settle({"kerve": srv}, limit_s=30)
                 for c, b in cells:
                     xs, ys = data[b]
-                    res = loadgen.run_load(srv.target, "kserve", name, srv.input_name, xs, ys,
-                                           concurrency=c, duration_s=args.duration,
-                                           warmup_s=args.warmup)
+                    res = measure(args, "kerve/v2", srv, "kserve", client_of(args, "kerve"),
+                                  c, xs, ys, args.duration)
                     results.setdefault(label, {}).setdefault(cell_name(c, b), []).append(
                         asdict(res))
                     log(f"tune r{r + 1} {label:16s} {cell_name(c, b):7s} {res.rps:7.0f} req/s "
@@ -644,15 +643,6 @@ def main(argv=None) -> int:
     infos = bench_models.save_all(workdir / "models", names)
     report["model_files"] = infos
 
-    if args.tune:
-        report["tune"] = tune(args, workdir, logdir, infos)
-        stem = "tune-focused.json" if args.tune_configs else "tune.json"
-        out = Path(args.out).with_name(stem) if args.out.endswith("latest.json") \
-            else Path(args.out)
-        out.write_text(json.dumps(report, indent=1, default=float))
-        log(f"wrote {out}")
-        return 0
-
     if args.client == "auto":
         binary, _env, why = pa.find()
         if binary is None:
@@ -662,6 +652,15 @@ def main(argv=None) -> int:
         else:
             log(f"client: perf_analyzer ({binary}) for kerve, Triton and the hand-written "
                 "servers; bench/loadgen.py for MLServer and KServe")
+    if args.tune:
+        report["tune"] = tune(args, workdir, logdir, infos)
+        stem = "tune-focused.json" if args.tune_configs else "tune.json"
+        out = Path(args.out).with_name(stem) if args.out.endswith("latest.json") \
+            else Path(args.out)
+        out.write_text(json.dumps(report, indent=1, default=float))
+        log(f"wrote {out}")
+        return 0
+
     busy = Foreign()
     with busy:
         time.sleep(2)
