@@ -8,6 +8,7 @@ import importlib.metadata
 import logging
 import shutil
 import time
+from concurrent.futures import Executor
 from pathlib import Path
 from typing import AsyncIterator, Awaitable, BinaryIO, Callable
 
@@ -61,7 +62,8 @@ class Registry:
     def __init__(self, database: Database, blobs: BlobStore,
                  validation: ValidationWorker | None, tmp_dir: Path, *,
                  max_upload_bytes: int, limits: UploadLimits | None = None,
-                 serving_defaults: ServingOptions | None = None) -> None:
+                 serving_defaults: ServingOptions | None = None,
+                 bulk_executor: Executor | None = None) -> None:
         """Without a validation worker the registry is read-only (an inference replica)."""
         self.limits = limits or UploadLimits()
         self.database = database
@@ -71,6 +73,9 @@ class Registry:
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
         self.max_upload_bytes = max_upload_bytes
         self.serving_defaults = serving_defaults
+        # The upload's bulk work (writing and hashing chunks, splitting an archive, storing
+        # blobs): threads the composition root may run at a lower priority than serving.
+        self._bulk = bulk_executor
         self._listeners: list[Callable[[str], Awaitable[None]]] = []
 
     def on_change(self, listener: Callable[[str], Awaitable[None]]) -> None:
@@ -106,7 +111,7 @@ class Registry:
                 check_architecture_size(part.size, self.limits)
         staged = await asyncio.to_thread(StagedUpload, self.tmp_dir, header)
         try:
-            verified = await receive(staged, chunks)
+            verified = await receive(staged, chunks, self._bulk)
             (architecture, arch_blob), (weights, weights_blob) = \
                 await self._architecture_and_weights(staged, verified, header)
             examples = staged.paths.get(EXAMPLES)
@@ -131,7 +136,7 @@ class Registry:
             files = [(arch_blob, architecture), (weights_blob, weights)]
             if examples is not None:
                 files.append((verified[EXAMPLES], examples))
-            info = await asyncio.to_thread(self._store, new, header.aliases, staged.dir, files)
+            info = await self._in_bulk(self._store, new, header.aliases, staged.dir, files)
         finally:
             await asyncio.to_thread(staged.discard)
         log.info("registered %s version %d (%d parameters)", info.name, info.version,
@@ -163,13 +168,16 @@ class Registry:
                              sources=dict.fromkeys(archive, provenance.KERAS_ARCHIVE))
         return by_source
 
+    async def _in_bulk(self, fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(self._bulk, fn, *args)
+
     async def _architecture_and_weights(
             self, staged: StagedUpload, verified: dict[str, Blob],
             header: UploadHeader) -> tuple[tuple[Path, Blob], tuple[Path, Blob]]:
         """The two files validation reads, each with its verified blob."""
         if KERAS_ARCHIVE in staged.paths:
             architecture, weights = staged.dir / "config.json", staged.dir / "model.weights.h5"
-            arch_blob, weights_blob = await asyncio.to_thread(
+            arch_blob, weights_blob = await self._in_bulk(
                 split_keras_archive, staged.paths[KERAS_ARCHIVE], architecture, weights,
                 self.max_upload_bytes, self.limits)
             return (architecture, arch_blob), (weights, weights_blob)

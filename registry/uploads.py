@@ -13,6 +13,7 @@ import asyncio
 import hashlib
 import shutil
 import tempfile
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import AsyncIterator, BinaryIO
@@ -153,9 +154,11 @@ class StagedUpload:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-async def receive(staged: StagedUpload, chunks: AsyncIterator[Chunk]) -> dict[str, Blob]:
+async def receive(staged: StagedUpload, chunks: AsyncIterator[Chunk],
+                  executor: Executor | None = None) -> dict[str, Blob]:
     """Stream ``chunks`` into ``staged``: each chunk is written and hashed in a worker thread
-    while the next one is received. Returns the verified blobs of every part."""
+    (of ``executor``, else the loop's default) while the next one is received. Returns the
+    verified blobs of every part."""
     loop = asyncio.get_running_loop()
     writing: asyncio.Future | None = None
     try:
@@ -163,11 +166,11 @@ async def receive(staged: StagedUpload, chunks: AsyncIterator[Chunk]) -> dict[st
             staged.accept(chunk)
             if writing is not None:
                 await writing
-            writing = loop.run_in_executor(None, staged.write, chunk)
+            writing = loop.run_in_executor(executor, staged.write, chunk)
         if writing is not None:
             await writing
             writing = None
-        return await asyncio.to_thread(staged.finish)
+        return await loop.run_in_executor(executor, staged.finish)
     finally:
         if writing is not None:  # the stream failed: let the write end before cleanup
             await asyncio.wait([writing])

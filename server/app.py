@@ -32,6 +32,7 @@ from kerve.server.batching import Batcher
 from kerve.server.data_plane import DataPlane
 from kerve.server.device_memory import gpu_free_bytes
 from kerve.server.interceptors import AccessInterceptor, ErrorInterceptor
+from kerve.server.load_priority import lower_thread_priority
 from kerve.server.loader import (
     LoadedModel,
     assign_staged,
@@ -148,10 +149,16 @@ def _open_registry(settings: Settings, plugins: Plugins, blobs: BlobStore,
                                       limits=settings.upload_limits())
         validation.start()
         closers.insert(0, validation.close)
+    # An upload's bytes are written, hashed and stored by threads that yield the CPU to the
+    # ones answering requests (bench/load_isolation.py), as the loading thread does.
+    bulk = ThreadPoolExecutor(2, thread_name_prefix="kerve-upload",
+                              initializer=lower_thread_priority)
+    closers.append(partial(bulk.shutdown, wait=False, cancel_futures=True))
     registry = Registry(database, blobs, validation, settings.data_dir / "tmp",
                         max_upload_bytes=settings.max_upload_bytes,
                         limits=settings.upload_limits(),
-                        serving_defaults=settings.serving_defaults())
+                        serving_defaults=settings.serving_defaults(),
+                        bulk_executor=bulk)
     if settings.takes_writes:  # a reader never deletes: the writers own the store
         registry.recover(settings.orphan_grace)
     return registry

@@ -54,7 +54,7 @@ def test_stop_shuts_down_every_part(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["metrics_before"] and not result["metrics_after"]
-    assert result["pools_shut"] == [True]  # the prediction pool
+    assert result["pools_shut"] == [True, True]  # the prediction pool, the upload threads
     assert {"kerve.registry.v1.RegistryService", "inference.GRPCInferenceService",
             "tensorflow.serving.PredictionService", "tensorflow.serving.ModelService",
             "grpc.health.v1.Health"} <= set(result["services"])
