@@ -50,10 +50,6 @@ class StagedWeights:
     examples: Examples | None
     seconds: float
 
-    @property
-    def nbytes(self) -> int:
-        return sum(int(v.shape.num_elements() or 0) * v.dtype.size for _, v in self.values)
-
 
 def pick_device(requested: str | None) -> str:
     """The requested device, else the first GPU TensorFlow sees, else the CPU. GPUs get

@@ -463,10 +463,6 @@ class ModelManager:
         """Versions loaded or loading, each with the memory it is counted for."""
         return [s for s in self._served.values() if s.state in (State.READY, State.LOADING)]
 
-    @property
-    def memory_budget_bytes(self) -> int | None:
-        return self._memory_budget
-
     def loaded_count(self) -> int:
         return sum(1 for s in self._served.values() if s.state is State.READY)
 
