@@ -34,10 +34,14 @@ def _alembic(url: str, command_name: str, revision: str) -> None:
     engine.dispose()
 
 
-def test_0001_registry_upgrades_and_downgrades(db_url):
-    _alembic(db_url, "upgrade", "0001")
-    engine = create_engine(db_url)
+def store_one_version_at(url: str, revision: str, **columns: str) -> None:
+    """Migrate to ``revision`` and store model 'old' with version 1 as that schema had it
+    (``columns``: SQL literals for the columns added since 0001)."""
+    _alembic(url, "upgrade", revision)
+    engine = create_engine(url)
     now = datetime.now(UTC)
+    names = "".join(f", {name}" for name in columns)
+    values = "".join(f", {value}" for value in columns.values())
     with engine.begin() as conn:
         conn.execute(text("INSERT INTO models (id, name, next_version, created) "
                           "VALUES (1, 'old', 2, :now)"), {"now": now})
@@ -45,9 +49,24 @@ def test_0001_registry_upgrades_and_downgrades(db_url):
             "INSERT INTO versions (model_id, version, architecture_sha256, architecture_size, "
             "weights_sha256, weights_size, weights_format, signature, layer_classes, "
             "custom_objects, keras_version, tensorflow_version, parameter_count, description, "
-            "tags, created) VALUES (1, 1, :a, 1, :w, 2, 'keras', '{}', '[]', '[]', '3', '2', "
-            "0, '', '{}', :now)"), {"a": "a" * 64, "w": "b" * 64, "now": now})
+            f"tags, created{names}) VALUES (1, 1, :a, 1, :w, 2, 'keras', '{{}}', '[]', '[]', "
+            f"'3', '2', 0, '', '{{}}', :now{values})"), {"a": "a" * 64, "w": "b" * 64, "now": now})
     engine.dispose()
+
+
+def downgrade_keeps_both_versions(url: str, revision: str) -> None:
+    """Downgrade to ``revision``: both versions stay; then migrate up again."""
+    _alembic(url, "downgrade", revision)
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM versions")).scalar() == 2
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == revision
+    engine.dispose()
+    Database(url).close()  # and up again
+
+
+def test_0001_registry_upgrades_and_downgrades(db_url):
+    store_one_version_at(db_url, "0001")
 
     db = Database(db_url)  # migrates to head
     _, (old,) = db.get_model("old")
@@ -63,10 +82,4 @@ def test_0001_registry_upgrades_and_downgrades(db_url):
     assert db.blob_in_use("c" * 64)
     db.close()
 
-    _alembic(db_url, "downgrade", "0001")
-    engine = create_engine(db_url)
-    with engine.connect() as conn:
-        assert conn.execute(text("SELECT count(*) FROM versions")).scalar() == 2
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0001"
-    engine.dispose()
-    Database(db_url).close()  # and up again
+    downgrade_keeps_both_versions(db_url, "0001")
