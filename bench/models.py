@@ -58,6 +58,9 @@ def save_all(folder: Path, names=MODELS) -> dict[str, dict]:
         infos[name] = {
             "path": str(path),
             "input_name": model.inputs[0]._keras_history.operation.name,
+            # the output's name and row shape, as the hand-written servers answer them
+            "output_name": model.outputs[0].name,
+            "output_shape": [int(d) for d in model.outputs[0].shape[1:]],
             "feature_shape": list(FEATURE_SHAPE[name]),
             "params": int(model.count_params()),
         }

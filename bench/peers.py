@@ -246,6 +246,29 @@ def start_handwritten(mode: str, model_name: str, keras_path: str, input_name: s
                   ("kserve",), logfile)
 
 
+def start_cpp_echo(model_name: str, minfo: dict, workdir: Path, logdir: Path,
+                   timeout_s: float = 60) -> Server:
+    """The echo server in C++ (bench/cpp_echo.py builds it; RuntimeError says what is missing
+    when it cannot be built)."""
+    from bench import cpp_echo
+
+    binary = cpp_echo.build()
+    port_file = workdir / f"echo-cpp-{model_name}.port.json"
+    port_file.unlink(missing_ok=True)
+    logfile = logdir / f"echo-cpp-{model_name}.log"
+    dims = lambda shape: ",".join(str(int(d)) for d in shape)  # noqa: E731
+    proc = spawn([str(binary), str(port_file), model_name, minfo["input_name"],
+                  dims(minfo["feature_shape"]), minfo["output_name"],
+                  dims(minfo["output_shape"])], logfile)
+    try:
+        port = _wait_port_file(port_file, proc, timeout_s)["port"]
+    except Exception as exc:
+        stop_proc(proc, 5)
+        raise RuntimeError(f"echo-c++: {exc}; log: {_tail(logfile)}") from exc
+    return Server("echo-c++", "echo-c++", f"127.0.0.1:{port}", model_name,
+                  minfo["input_name"], proc, ("kserve",), logfile)
+
+
 # --- peers ------------------------------------------------------------------------------
 
 def start_peer(peer: str, model_name: str, keras_path: str, input_name: str, workdir: Path,

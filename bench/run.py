@@ -6,6 +6,9 @@ Lines measured, per model:
   bare           hand-written grpc.aio KServe v2 server calling the tf.function inline
   echo           the same server answering zeros without any model: the ceiling of a Python
                  gRPC server on this machine (what no Python server can beat)
+  echo-sync      (--front-ends) the echo on gRPC's synchronous Python server instead
+  echo-c++       (--front-ends) the echo in C++ (gRPC C++, bench/cpp_echo.py): what a front
+                 end that is not Python would cost per request here
   kerve-nb/v2    kerve --max-batch-size 1 (batching off), KServe v2 ModelInfer
   kerve-nb/tfs   the same server through TF Serving Predict
   kerve/v2       kerve with its default batching, KServe v2 ModelInfer   <- "kerve" below
@@ -57,6 +60,7 @@ KERVE = "kerve/v2"
 PEER_KEYS = ("mlserver", "kserve", "triton")
 TRITON = "triton"
 NO_MODEL_CONFIG = ("mlserver", "kserve")  # perf_analyzer cannot drive them: loadgen does
+ECHO_LINES = ("echo", "echo-sync", "echo-c++")  # no model: they answer zeros
 CHECK_REQUESTS = 16  # answers checked per line and batch size before the measured cells
 
 
@@ -117,6 +121,10 @@ def start_lines(name: str, minfo: dict, args, workdir: Path, logdir: Path, repor
                                                          workdir, logdir))
         attempt("echo", lambda: peers.start_handwritten("echo", name, path, local_input,
                                                          workdir, logdir))
+        if args.front_ends:
+            attempt("echo-sync", lambda: peers.start_handwritten(
+                "echo-sync", name, path, local_input, workdir, logdir))
+            attempt("echo-c++", lambda: peers.start_cpp_echo(name, minfo, workdir, logdir))
     kerve_flags = args.kerve_flags.split() if args.kerve_flags else []
     attempt("kerve-nb", lambda: peers.start_kerve("nobatch", name, path, workdir,
                                                   ["--max-batch-size", "1", *kerve_flags],
@@ -174,7 +182,7 @@ def check_answers(lines, data, report_model: dict) -> None:
     compared to local Keras: perf_analyzer's random data is never checked."""
     for lname, srv, proto, _client in lines:
         for b, (xs, ys) in data.items():
-            want = [np.zeros_like(y) for y in ys] if lname == "echo" else ys
+            want = [np.zeros_like(y) for y in ys] if lname in ECHO_LINES else ys
             res = loadgen.run_load(srv.target, proto, srv.model, srv.input_name, xs, want,
                                    concurrency=1, duration_s=60, warmup_s=0,
                                    max_requests=CHECK_REQUESTS)
@@ -282,7 +290,7 @@ def run_model(name: str, minfo: dict, args, workdir: Path, logdir: Path, report:
                 order = lines[r % len(lines):] + lines[:r % len(lines)] if lines else []
                 for lname, srv, proto, client in order:
                     # echo runs no model: it answers zeros of the output's shape
-                    want = [np.zeros_like(y) for y in ys] if lname == "echo" else ys
+                    want = [np.zeros_like(y) for y in ys] if lname in ECHO_LINES else ys
                     if lname == "naive" and args.naive_duration:
                         dur = min(args.duration, args.naive_duration)
                     else:
@@ -440,6 +448,9 @@ def targets(report: dict) -> list[str]:
             ev = get("mlp", "echo", "c32 b1")
             ceiling = (f"; the echo server (no model) answers {ev['rps']:.0f}/s, so 2x Triton "
                        f"needs {2 * tv['rps'] / ev['rps']:.0%} of it") if ev else ""
+            for other in ("echo-sync", "echo-c++"):
+                if ov := get("mlp", other, "c32 b1"):
+                    ceiling += f"; {other} {ov['rps']:.0f}/s"
             verdict("c32 b1: kerve >= 2x Triton req/s", kv["rps"] >= 2 * tv["rps"],
                     f"kerve {kv['rps']:.0f} vs Triton {tv['rps']:.0f} = "
                     f"x{kv['rps'] / tv['rps']:.2f}" + same_client(KERVE, TRITON) + ceiling)
@@ -604,6 +615,9 @@ def main(argv=None) -> int:
                    help="python that runs `-m kerve.clients.cli serve` (e.g. another "
                         "checkout's venv; default: this venv's kerve)")
     p.add_argument("--only-kerve", action="store_true", help="skip naive and bare")
+    p.add_argument("--front-ends", action="store_true",
+                   help="also the echo on gRPC's synchronous Python server and the echo in C++ "
+                        "(needs Debian's libgrpc++-dev and protobuf-compiler-grpc)")
     p.add_argument("--tune", action="store_true", help="kerve batching settings sweep only")
     p.add_argument("--tune-configs", default="",
                    help="with --tune: MBS:TIMEOUT_MS:INSTANCES,... (default: the full grid)")
