@@ -256,7 +256,10 @@ def start_cpp_echo(model_name: str, minfo: dict, workdir: Path, logdir: Path,
     port_file = workdir / f"echo-cpp-{model_name}.port.json"
     port_file.unlink(missing_ok=True)
     logfile = logdir / f"echo-cpp-{model_name}.log"
-    dims = lambda shape: ",".join(str(int(d)) for d in shape)  # noqa: E731
+
+    def dims(shape) -> str:
+        return ",".join(str(int(d)) for d in shape)
+
     proc = spawn([str(binary), str(port_file), model_name, minfo["input_name"],
                   dims(minfo["feature_shape"]), minfo["output_name"],
                   dims(minfo["output_shape"])], logfile)

@@ -131,6 +131,13 @@ int main(int argc, char** argv) {
                  "usage: %s PORT_FILE NAME INPUT_NAME IN_DIMS OUTPUT_NAME OUT_DIMS\n", argv[0]);
     return 2;
   }
+  // Stop on SIGTERM/SIGINT: blocked here, before gRPC starts its threads (they inherit the
+  // mask), and taken by one thread below that shuts the server down.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   EchoService service(argv[2], argv[3], ParseDims(argv[4]), argv[5], ParseDims(argv[6]));
   int port = 0;
   grpc::ServerBuilder builder;
@@ -150,12 +157,6 @@ int main(int argc, char** argv) {
     tmp << "{\"port\": " << port << ", \"pid\": " << getpid() << "}";
   }
   std::rename((port_file + ".tmp").c_str(), port_file.c_str());
-  // Stop on SIGTERM/SIGINT: a thread waits for the signal, then shuts the server down.
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGTERM);
-  sigaddset(&signals, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   std::thread waiter([&] {
     int sig = 0;
     sigwait(&signals, &sig);
