@@ -303,7 +303,7 @@ def _add_services(server: grpc.aio.Server, registry: Registry, data_plane: DataP
 
 
 def _bind(server: grpc.aio.Server, settings: Settings) -> int:
-    address = f"{settings.host}:{settings.port}"
+    address = settings.bind_address(settings.port)
     try:
         if settings.tls_cert:
             port = server.add_secure_port(address, _tls_credentials(settings))
@@ -337,8 +337,8 @@ def _start_metrics(settings: Settings, metrics: Metrics, closers: list) -> int |
         httpd, thread = start_http_server(settings.metrics_port, addr=settings.host,
                                           registry=metrics.registry)
     except OSError as exc:
-        raise OSError(f"metrics port {settings.host}:{settings.metrics_port} cannot be bound: "
-                      f"{exc.strerror or exc} (--metrics-port; -1 turns it off)") from None
+        raise OSError(f"metrics port {settings.bind_address(settings.metrics_port)} cannot be "
+                      f"bound: {exc.strerror or exc} (--metrics-port; -1 turns it off)") from None
 
     def close() -> None:
         httpd.shutdown()
@@ -424,7 +424,7 @@ async def serve(settings: Settings) -> None:
     """Run until SIGINT/SIGTERM, then drain."""
     server = await build_server(settings)
     log.info("event loop: %s", type(asyncio.get_running_loop()).__module__.split(".")[0])
-    print(f"kerve listening on {settings.host}:{server.port}"
+    print(f"kerve listening on {settings.bind_address(server.port)}"
           + (f", metrics on :{server.metrics_port}/metrics" if server.metrics_port else "")
           + f"; {access_line(settings, server.tokens)}", flush=True)
     if settings.port_file:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import urllib.parse
 from typing import Awaitable, Callable
 
 import grpc
@@ -203,15 +204,23 @@ class _StaticTokens:
         return self._tokens.get(token)
 
 
-def is_loopback(peer: str) -> bool:
-    """Whether a grpc peer string (ipv4:127.0.0.1:5, ipv6:[::1]:5, unix:...) is this
-    machine."""
+def peer_host(peer: str) -> str:
+    """The host of a grpc peer string, as an address: gRPC writes IPv6 peers URL-escaped
+    (``ipv6:%5B::1%5D:5``), so the brackets are decoded before they are stripped."""
     kind, _, rest = peer.partition(":")
+    if kind not in ("ipv4", "ipv6"):
+        return ""
+    return urllib.parse.unquote(rest).rsplit(":", 1)[0].strip("[]")
+
+
+def is_loopback(peer: str) -> bool:
+    """Whether a grpc peer string is this machine: ``unix:``, ``ipv4:127.x``, ``ipv6:[::1]``
+    escaped or not, and IPv4-mapped IPv6 (``ipv6:[::ffff:127.0.0.1]``)."""
+    kind = peer.partition(":")[0]
     if kind in ("unix", "unix-abstract"):
         return True
-    host = rest.rsplit(":", 1)[0].strip("[]") if kind in ("ipv4", "ipv6") else ""
     try:
-        address = ipaddress.ip_address(host.split("%", 1)[0])
+        address = ipaddress.ip_address(peer_host(peer).split("%", 1)[0])
     except ValueError:
         return False
     mapped = getattr(address, "ipv4_mapped", None)
@@ -232,8 +241,10 @@ def _as_actor(handler, name: str | None, *, loopback_only: bool):
         if name is not None:
             return current_actor.set(name)
         if loopback_only and not is_loopback(peer):
-            await context.abort(grpc.StatusCode.PERMISSION_DENIED, OPEN_WRITES_REFUSED)
-        host = peer.partition(":")[2].rsplit(":", 1)[0] or peer
+            came_from = peer or "an unknown peer"
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED,
+                                f"{OPEN_WRITES_REFUSED} (this call came from {came_from})")
+        host = peer_host(peer) or peer
         return current_actor.set(f"anonymous@{host}")
 
     def wrap(behavior):

@@ -38,7 +38,7 @@ class Settings(BaseSettings):
     """Folder of the embedded storage: the SQLite database, blobs and temporary uploads."""
 
     host: str = "0.0.0.0"
-    """Address the gRPC and metrics ports bind to."""
+    """Address the gRPC and metrics ports bind to (IPv6 as ``::`` or ``[::]``)."""
 
     port: int = Field(8500, ge=0, le=65535)
     """gRPC port for every service (0 picks a free one; see --port-file)."""
@@ -190,6 +190,16 @@ class Settings(BaseSettings):
 
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     """Least severe log messages printed."""
+
+    @field_validator("host")
+    @classmethod
+    def _bare_host(cls, value: str) -> str:
+        # Stored without brackets; bind_address() adds them where gRPC needs them.
+        return value.strip().removeprefix("[").removesuffix("]")
+
+    def bind_address(self, port: int) -> str:
+        """``host:port`` as gRPC takes it, IPv6 in brackets."""
+        return f"[{self.host}]:{port}" if ":" in self.host else f"{self.host}:{port}"
 
     @field_validator("plugins", mode="before")
     @classmethod

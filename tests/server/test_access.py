@@ -199,3 +199,48 @@ def test_open_server_refuses_outside_writes(tmp_path):
     finally:
         default.stop()
         opened.stop()
+
+
+@pytest.mark.parametrize("peer", [
+    "ipv4:127.0.0.1:5000", "ipv4:127.3.2.1:1", "ipv6:[::1]:5000", "ipv6:%5B::1%5D:5000",
+    "ipv6:[::ffff:127.0.0.1]:5000", "ipv6:%5B::ffff:127.0.0.1%5D:5000", "unix:/tmp/kerve.sock",
+    "unix-abstract:kerve"])
+def test_every_loopback_peer_form_is_loopback(peer):
+    from kerve.server.interceptors import is_loopback
+
+    assert is_loopback(peer)
+
+
+@pytest.mark.parametrize("peer", [
+    "ipv4:10.0.0.5:5000", "ipv6:[fd00::2]:5000", "ipv6:%5Bfd00::2%5D:5000",
+    "ipv6:%5B::ffff:10.0.0.5%5D:5000", "ipv4:localhost:1", "", "garbage"])
+def test_outside_peers_are_not_loopback(peer):
+    from kerve.server.interceptors import is_loopback
+
+    assert not is_loopback(peer)
+
+
+def _has_ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "[::]", "::"])
+def test_open_server_takes_writes_from_localhost_over_ipv6(tmp_path, host):
+    """The CLI's default address is localhost:8500, which gRPC resolves to ::1 and 127.0.0.1
+    and balances over: a server listening on both (0.0.0.0 is both to gRPC) takes every
+    write from either."""
+    if not _has_ipv6_loopback():
+        pytest.skip("this machine has no IPv6 loopback")
+    proc = KerveProcess(tmp_path / "d", "--role", "registry", "--host", host, plugins=())
+    try:
+        for target in (f"localhost:{proc.port}", f"[::1]:{proc.port}",
+                       f"ipv6:[::1]:{proc.port}", f"127.0.0.1:{proc.port}"):
+            for _ in range(3):
+                assert _set_alias_code(target) == grpc.StatusCode.NOT_FOUND, target
+    finally:
+        proc.stop()
