@@ -449,6 +449,8 @@ class Database:
             model = self._lock(s, name)
             if version not in {v.version for v in model.versions}:
                 raise NotFoundError(f"model {name!r} has no version {version}")
+            if any(a.alias == alias and a.version == version for a in model.aliases):
+                return self._info(model)  # already there: not a move, so not in the history
             self._point_alias(s, model, alias, version)
             self._record(s, name, "set_alias", actor, version, alias)
             s.flush()
@@ -517,6 +519,8 @@ class Database:
             moves, current = [], None
             for row in rows:
                 to = row.version if row.action == "set_alias" else None
+                if to == current:
+                    continue  # a no-op move recorded by an older kerve
                 moves.append(AliasMove(_utc(row.at), alias, current, to, row.actor))
                 current = to
             return moves

@@ -52,3 +52,23 @@ def test_history_and_rollback(server, client, tmp_path):
     assert as_json[-1]["to"] == 3
     missing = kerve("alias", "history", "nope", "--history", server=server, check=False)
     assert missing.returncode == 1 and "NOT_FOUND" in missing.stderr
+
+
+def test_moving_an_alias_where_it_already_is_is_not_a_move(client, tmp_path):
+    """A rollback after a no-op move goes back to the version before, not onto itself."""
+    import keras
+
+    inputs = keras.Input((2,), name="x")
+    model = keras.Model(inputs, keras.layers.Dense(1, name="y")(inputs))
+    path = tmp_path / "m.keras"
+    model.save(path)
+    for version in (1, 2):
+        client.upload("noop-move", keras_path=path,
+                      aliases=["production"] if version == 1 else [])
+    client.set_alias("noop-move", "production", 2)
+    before = client.alias_history("noop-move", "production")
+    client.set_alias("noop-move", "production", 2)  # already there
+    assert client.alias_history("noop-move", "production") == before
+    assert [(m["from"], m["to"]) for m in before] == [(None, 1), (1, 2)]
+    rolled = client.rollback_alias("noop-move", "production")
+    assert rolled["aliases"]["production"] == 1
