@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kerve.registry import provenance
-from kerve.registry.errors import InvalidArgumentError
+from kerve.registry.errors import InvalidArgumentError, KerveError
 from kerve.registry.limits import UploadLimits, check_weights_file, read_architecture
 from kerve.registry.plugins import Plugins, load_plugins
 from kerve.registry.signature import Signature, TensorSpec
@@ -77,9 +77,7 @@ def validate_files(architecture: Path, weights: Path, plugins: Plugins,
     signature, found = smoke_predict(model, signature)
     memory = _memory_estimate(model, signature)
     if examples is not None:
-        from kerve.registry.examples import read_examples
-
-        read_examples(examples, signature)  # refuses examples that do not fit the signature
+        _check_examples(model, signature, examples)
     return ValidationReport(
         signature=signature,
         weights_format=fmt,
@@ -96,6 +94,31 @@ def validate_files(architecture: Path, weights: Path, plugins: Plugins,
         plugin_modules=provenance.plugin_modules(sorted(scan.custom_objects), plugins),
         memory_estimate=memory,
     )
+
+
+def _check_examples(model, signature: Signature, path: Path) -> None:
+    """Golden examples must fit the signature and be reproduced here, as they are again at
+    load on each serving device: a version whose examples fail is refused before it is
+    stored, so an upload's aliases never move onto it."""
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from kerve.registry.examples import check_reproduced, read_examples
+    from kerve.registry.keras_model import model_inputs
+
+    examples = read_examples(path, signature)  # refuses examples that do not fit
+    # Compiled, as the server runs it (an eager call can differ: NaN for an empty string
+    # through TextVectorization on some machines).
+    outputs = tf.function(lambda x: model(x, training=False))(
+        model_inputs(signature, [tf.convert_to_tensor(a) for a in examples.inputs]))
+    served = {s.name: np.asarray(o) for s, o in zip(signature.outputs,
+                                                     keras.tree.flatten(outputs))}
+    try:
+        check_reproduced(examples, served, signature)
+    except KerveError as exc:
+        raise InvalidArgumentError(f"{exc.message} (checked at upload, on the validation "
+                                   "worker's CPU; fix the examples or the model)") from None
 
 
 def _memory_estimate(model, signature: Signature) -> dict:

@@ -1,6 +1,7 @@
-"""Golden examples: stored with the version, checked at load on the server's device (READY
-only if reproduced, else FAILED with the largest difference and where), refused at upload
-when they do not fit the signature, downloaded back, given by the CLI."""
+"""Golden examples: stored with the version, checked at upload by the validation worker and
+again at load on the server's device (READY only if reproduced, else FAILED with the largest
+difference and where), refused at upload when they do not fit the signature or are not
+reproduced, downloaded back, given by the CLI."""
 
 from __future__ import annotations
 
@@ -11,18 +12,6 @@ import pytest
 from tests.clients.test_cli import kerve
 from tests.server.helpers import wait_ready
 from tests.server.protocols import tfs_predict
-
-
-def _wait_settled(client, name: str, version: int, timeout: float = 120) -> dict:
-    import time
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = {v["version"]: v for v in client.get_model(name)["versions"]}[version]
-        if v["status"] in ("READY", "FAILED"):
-            return v
-        time.sleep(0.05)
-    raise AssertionError(f"{name}:{version} never settled")
 
 
 @pytest.fixture(scope="module")
@@ -50,22 +39,31 @@ def test_examples_reproduced_make_the_version_ready(client, mlp, tf_stub, tmp_pa
         np.testing.assert_array_equal(npz["output/scores"], y)
 
 
-def test_examples_not_reproduced_fail_the_version_saying_where(client, mlp, tf_stub):
+def test_examples_not_reproduced_are_refused_at_upload_saying_where(client, mlp):
+    """Checked by the validation worker before the version is stored: an upload's aliases
+    never move onto a version whose examples fail (each server checks them again at load
+    on its own device, where a failure makes the version FAILED)."""
     model, x, y = mlp
     wrong = y.copy()
     wrong[3, 2] += 0.5
     wrong[1, 0] += 0.01
-    version = client.upload("golden-wrong", model=model,
-                            examples={"input/features": x, "output/scores": wrong})
-    settled = _wait_settled(client, "golden-wrong", version["version"])
-    assert settled["status"] == "FAILED"
-    message = settled["status_message"]
+    before = client.get_model("golden")["versions"] if _exists(client, "golden") else []
+    with pytest.raises(grpc.RpcError) as e:
+        client.upload("golden", model=model, aliases=["production"],
+                      examples={"input/features": x, "output/scores": wrong})
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    message = e.value.details()
     assert "golden examples not reproduced: largest difference 0.5" in message
     assert "in output 'scores' at index [3, 2]" in message and "float32 tolerance" in message
-    with pytest.raises(grpc.RpcError) as e:
-        tfs_predict(tf_stub, "golden-wrong", {"features": x})
-    assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-    assert "largest difference" in e.value.details()
+    assert "checked at upload" in message
+    after = client.get_model("golden")["versions"] if _exists(client, "golden") else []
+    assert len(after) == len(before)
+    assert "production" not in (client.get_model("golden")["aliases"]
+                                if _exists(client, "golden") else {})
+
+
+def _exists(client, name: str) -> bool:
+    return any(m["name"] == name for m in client.list_models())
 
 
 @pytest.mark.parametrize("examples,message", [
@@ -106,9 +104,8 @@ def test_string_examples_and_the_cli(client, server, tmp_path):
     refused = kerve("upload", "golden-cli", str(tmp_path / "m.keras"), "--examples",
                     str(tmp_path / "bad.npz"), server=server, check=False)
     assert refused.returncode == 1 and "golden examples not reproduced" in refused.stderr
-    settled = _wait_settled(client, "golden-cli", 2)
-    assert settled["status"] == "FAILED"
-    assert "output 'lookup' at index [1, 1] is 1, expected 2" in settled["status_message"]
+    assert "output 'lookup' at index [1, 1] is 1, expected 2" in refused.stderr
+    assert [v["version"] for v in client.get_model("golden-cli")["versions"]] == [1]
 
 
 def test_warm_up_sizes():
