@@ -118,7 +118,9 @@ def write_dict(message: pb.Write) -> dict:
 
 def model_dict(message: pb.Model) -> dict:
     return {"name": message.name, "versions": list(message.versions),
-            "aliases": dict(message.aliases), "default_version": message.default_version}
+            "aliases": dict(message.aliases), "default_version": message.default_version,
+            "serving_version": message.serving_version or None,
+            "states": {int(v): state for v, state in sorted(message.states.items())}}
 
 
 def channel_options(max_message_bytes: int = 64 << 20) -> list[tuple[str, object]]:

@@ -148,10 +148,23 @@ def cmd_models(args) -> int:
     if not models:
         print("no models")
     for m in models:
-        aliases = ", ".join(f"{a}={v}" for a, v in sorted(m["aliases"].items()))
+        aliases = ", ".join(f"{a}={_serving_words(m, v)}" for a, v in sorted(m["aliases"].items()))
         print(f"{m['name']}\tversions {','.join(map(str, m['versions']))}\t"
-              f"default {m['default_version']}" + (f"\t{aliases}" if aliases else ""))
+              f"default {_serving_words(m, m['default_version'], default=True)}"
+              + (f"\t{aliases}" if aliases else ""))
     return 0
+
+
+def _serving_words(model: dict, version: int, default: bool = False) -> str:
+    """``2``, or ``2 (FAILED)`` where it does not answer here, and for the default which
+    version answers instead: ``2 (FAILED; 1 answers)``. A registry-only server loads
+    nothing, so it says the number only."""
+    state = model.get("states", {}).get(version, "STORED")
+    if state in ("READY", "STORED") and not (default and model.get("serving_version")
+                                              not in (None, version)):
+        return str(version)
+    answering = model.get("serving_version") if default else None
+    return f"{version} ({state}" + (f"; {answering} answers" if answering else "") + ")"
 
 
 def _print_search(versions: list[dict], as_json: bool) -> int:
@@ -168,9 +181,10 @@ def _print_search(versions: list[dict], as_json: bool) -> int:
 
 
 def _print_model(model: dict) -> None:
-    print(f"{model['name']}  default version {model['default_version']}")
+    print(f"{model['name']}  default version "
+          f"{_serving_words(model, model['default_version'], default=True)}")
     for alias, version in sorted(model["aliases"].items()):
-        print(f"  alias {alias} -> {version}")
+        print(f"  alias {alias} -> {_serving_words(model, version)}")
     for v in model["versions"]:
         sig = v["signature"]
         ins = ", ".join(f"{t['name']}:{t['dtype']}{t['shape']}" for t in sig.get("inputs", []))
@@ -179,6 +193,10 @@ def _print_model(model: dict) -> None:
               + (f" by {v['created_by']}" if v.get("created_by") else "")
               + f"  {v['parameter_count']} parameters")
         print(f"    inputs  {ins}\n    outputs {outs}")
+        if v.get("description"):
+            print(f"    description {v['description']}")
+        if v.get("tags"):
+            print(f"    tags {', '.join(f'{k}={t}' for k, t in sorted(v['tags'].items()))}")
         if v.get("custom_objects"):
             print(f"    custom objects {', '.join(v['custom_objects'])}")
         if v.get("producer"):

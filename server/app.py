@@ -277,7 +277,7 @@ def _add_services(server: grpc.aio.Server, registry: Registry, data_plane: DataP
     server lists and downloads, and refuses writes with a status that says where they go);
     returns their names, which reflection and health then list."""
     from kerve.protos.kerve.registry.v1 import registry_pb2_grpc
-    from kerve.server.registry_servicer import RegistryServicer, stored
+    from kerve.server.registry_servicer import RegistryServicer, StoredOnly
 
     services = GenericHandlersOnly(server)
     if data_plane is not None:
@@ -293,9 +293,9 @@ def _add_services(server: grpc.aio.Server, registry: Registry, data_plane: DataP
         model_grpc.add_ModelServiceServicer_to_server(ModelServicer(data_plane), services)
         grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
             KServeServicer(data_plane, _version()), services)
-    status_of = data_plane.version_status if data_plane is not None else stored
+    serving = data_plane if data_plane is not None else StoredOnly()
     registry_pb2_grpc.add_RegistryServiceServicer_to_server(
-        RegistryServicer(registry, metrics, status_of), services)
+        RegistryServicer(registry, metrics, serving), services)
     health_pb2_grpc.add_HealthServicer_to_server(health, services)
     reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
         reflection.aio.ReflectionServicer([*services.names, reflection.SERVICE_NAME]), services)

@@ -149,6 +149,10 @@ class DataPlane:
             return VersionStatus(name, version, VersionState.STORED)
         return VersionStatus(name, version, served.state, served.reason)
 
+    def serving_default(self, name: str) -> int | None:
+        """The version answering requests for ``name``'s default here, if any."""
+        return self._manager.serving_default(name)
+
     def index(self, ready_only: bool = False) -> list[VersionStatus]:
         """Every stored version of every model, with its state here."""
         statuses = [self.version_status(name, version)

@@ -452,6 +452,10 @@ class ModelManager:
     def status(self, name: str, version: int) -> Served | None:
         return self._served.get((name, version))
 
+    def serving_default(self, name: str) -> int | None:
+        """The version default requests go to: promoted only once READY."""
+        return self._defaults.get(name)
+
     def knows(self, name: str) -> bool:
         return name in self._models
 

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Callable
+from typing import Protocol
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -38,11 +38,6 @@ def _kind(value: int) -> str:
     return KIND_NAMES[value]
 
 
-def model_proto(info: ModelInfo) -> pb.Model:
-    return pb.Model(name=info.name, versions=info.versions, aliases=info.aliases,
-                    default_version=info.default_version)
-
-
 def write_proto(write: Write) -> pb.Write:
     at = Timestamp()
     at.FromDatetime(write.at)
@@ -50,18 +45,38 @@ def write_proto(write: Write) -> pb.Write:
                     alias=write.alias or "", actor=write.actor)
 
 
-StatusOf = Callable[[str, int], VersionStatus]
-"""A version's state in this server (a registry-only server has none loaded: STORED)."""
+class ServingView(Protocol):
+    """What this server serves, as the registry's answers show it."""
+
+    def version_status(self, name: str, version: int) -> VersionStatus:
+        """A version's state in this server."""
+
+    def serving_default(self, name: str) -> int | None:
+        """The version answering requests for the model's default here, if any."""
 
 
-def stored(name: str, version: int) -> VersionStatus:
-    return VersionStatus(name, version, VersionState.STORED)
+class StoredOnly:
+    """A registry-only server: nothing is loaded, every version is STORED."""
+
+    def version_status(self, name: str, version: int) -> VersionStatus:
+        return VersionStatus(name, version, VersionState.STORED)
+
+    def serving_default(self, name: str) -> int | None:
+        return None
 
 
-def version_proto(info: VersionInfo, status_of: StatusOf) -> pb.ModelVersion:
+def model_proto(info: ModelInfo, serving: ServingView) -> pb.Model:
+    answering = serving.serving_default(info.name)
+    return pb.Model(name=info.name, versions=info.versions, aliases=info.aliases,
+                    default_version=info.default_version, serving_version=answering or 0,
+                    states={v: state_words(serving.version_status(info.name, v).state).kerve
+                            for v in info.versions})
+
+
+def version_proto(info: VersionInfo, serving: ServingView) -> pb.ModelVersion:
     created = Timestamp()
     created.FromDatetime(info.created)
-    status = status_of(info.name, info.version)
+    status = serving.version_status(info.name, info.version)
     sig = info.signature
     return pb.ModelVersion(
         name=info.name, version=info.version,
@@ -114,10 +129,10 @@ async def _chunks(request_iterator):
 
 class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
     def __init__(self, registry: Registry, metrics: Metrics,
-                 status_of: StatusOf = stored) -> None:
+                 serving: ServingView = StoredOnly()) -> None:
         self.registry = registry
         self.metrics = metrics
-        self.status_of = status_of
+        self.serving = serving
 
     async def UploadModel(self, request_iterator, context):
         code = "OK"
@@ -143,36 +158,36 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         header = UploadHeader(h.name, parts, list(h.aliases), h.description, dict(h.tags),
                               base=h.base, producer=dict(h.producer))
         info = await self.registry.upload(header, _chunks(request_iterator))
-        return pb.UploadModelResponse(version=version_proto(info, self.status_of))
+        return pb.UploadModelResponse(version=version_proto(info, self.serving))
 
     async def ListModels(self, request, context):
         models = await self.registry.list_models()
         if not (request.tags or request.layer_classes or request.custom_objects):
-            return pb.ListModelsResponse(models=[model_proto(m) for m in models])
+            return pb.ListModelsResponse(models=[model_proto(m, self.serving) for m in models])
         versions = await self.registry.search(tags=dict(request.tags),
                                               layer_classes=list(request.layer_classes),
                                               custom_objects=list(request.custom_objects))
         names = {v.name for v in versions}
-        return pb.ListModelsResponse(models=[model_proto(m) for m in models if m.name in names],
-                                     versions=[version_proto(v, self.status_of)
-                                               for v in versions])
+        return pb.ListModelsResponse(
+            models=[model_proto(m, self.serving) for m in models if m.name in names],
+            versions=[version_proto(v, self.serving) for v in versions])
 
     async def GetModel(self, request, context):
         info, versions = await self.registry.get_model(request.name)
         writes = await self.registry.recent_writes(request.name)
-        return pb.GetModelResponse(model=model_proto(info),
-                                   versions=[version_proto(v, self.status_of) for v in versions],
+        return pb.GetModelResponse(model=model_proto(info, self.serving),
+                                   versions=[version_proto(v, self.serving) for v in versions],
                                    writes=[write_proto(w) for w in writes])
 
     async def SetAlias(self, request, context):
         if request.version <= 0:
             raise InvalidArgumentError("SetAlias needs a version number")
         info = await self.registry.set_alias(request.name, request.alias, request.version)
-        return pb.SetAliasResponse(model=model_proto(info))
+        return pb.SetAliasResponse(model=model_proto(info, self.serving))
 
     async def DeleteAlias(self, request, context):
         info = await self.registry.delete_alias(request.name, request.alias)
-        return pb.DeleteAliasResponse(model=model_proto(info))
+        return pb.DeleteAliasResponse(model=model_proto(info, self.serving))
 
     async def DeleteModelVersion(self, request, context):
         await self.registry.delete_version(request.name, request.version)
@@ -189,7 +204,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
 
     async def RollbackAlias(self, request, context):
         info, version = await self.registry.rollback_alias(request.name, request.alias)
-        return pb.RollbackAliasResponse(model=model_proto(info), version=version)
+        return pb.RollbackAliasResponse(model=model_proto(info, self.serving), version=version)
 
     async def DiffVersions(self, request, context):
         d = await self.registry.diff(request.name, request.a, request.b)
@@ -213,7 +228,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
     async def DownloadModelVersion(self, request, context):
         ref = VersionRef.of(request.name, request.version or None, request.alias or None)
         info = await self.registry.resolve(ref)
-        yield pb.DownloadModelVersionResponse(header=version_proto(info, self.status_of))
+        yield pb.DownloadModelVersionResponse(header=version_proto(info, self.serving))
         parts = [(pb.ARCHITECTURE, info.architecture), (pb.WEIGHTS, info.weights)]
         if info.examples is not None and request.include_examples:
             parts.append((pb.EXAMPLES, info.examples))

@@ -41,7 +41,7 @@ def test_models_json_shapes(server, cli_model):
     models = json.loads(kerve("models", "--json", server=server).stdout)
     entry = next(m for m in models if m["name"] == "cli-model")
     assert entry == {"name": "cli-model", "versions": [1], "aliases": {"production": 1},
-                     "default_version": 1}
+                     "default_version": 1, "serving_version": 1, "states": {"1": "READY"}}
     show = json.loads(kerve("models", "show", "cli-model", "--json", server=server).stdout)
     assert show["name"] == "cli-model" and show["aliases"] == {"production": 1}
     (v,) = show["versions"]
@@ -51,6 +51,8 @@ def test_models_json_shapes(server, cli_model):
     assert v["status"] == "READY" and v["description"] == "from the CLI"
     text = kerve("models", "show", "cli-model", server=server).stdout
     assert "inputs  a:float32[-1, 5], b:float32[-1, 3]" in text
+    assert "description from the CLI" in text
+    assert "default version 1\n" in text and "alias production -> 1\n" in text
 
 
 def test_predict_prints_and_saves(server, cli_model, tmp_path):

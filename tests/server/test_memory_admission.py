@@ -137,3 +137,30 @@ def test_cli_shows_the_estimate(budgeted, tmp_path):
                          capture_output=True, text=True, timeout=60, check=True).stdout
     assert "memory about" in out and "at batch 64: weights" in out, out
     assert "more while it loads" in out, out
+
+
+def test_models_says_which_version_answers_when_the_default_failed(budgeted, tmp_path):
+    """A new default that FAILS to load leaves the one before it answering: `kerve models`
+    says so, for the default and for each alias."""
+    from kerve.clients.client import Client
+    from tests.clients.test_cli import kerve
+
+    with Client(budgeted.target, timeout=120) as client:
+        arch, weights, _ = _mlp(tmp_path, "small", 16)
+        client.upload("answering", architecture=arch, weights=weights, aliases=["production"])
+        wait_ready(client, "answering")
+        arch, weights, _ = _mlp(tmp_path, "huge", 4096)  # over the budget alone
+        failed = client.upload("answering", architecture=arch, weights=weights,
+                               aliases=["production"])
+        assert failed["status"] == "FAILED" and "memory budget" in failed["status_message"]
+        model = client.get_model("answering")
+        assert model["default_version"] == 2 and model["serving_version"] == 1
+        assert model["states"] == {1: "READY", 2: "FAILED"}
+        x = np.ones((1, 1024), np.float32)
+        assert client.predict("answering", {"x": x})["y"].shape == (1, 10)  # v1 answers
+    listing = kerve("models", server=budgeted).stdout
+    line = next(x for x in listing.splitlines() if x.startswith("answering\t"))
+    assert "default 2 (FAILED; 1 answers)" in line and "production=2 (FAILED)" in line
+    shown = kerve("models", "show", "answering", server=budgeted).stdout
+    assert "default version 2 (FAILED; 1 answers)" in shown
+    assert "alias production -> 2 (FAILED)" in shown

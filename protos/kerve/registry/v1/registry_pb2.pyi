@@ -223,7 +223,7 @@ class PluginModule(_message.Message):
     def __init__(self, module: _Optional[str] = ..., version: _Optional[str] = ..., version_source: _Optional[str] = ..., sha256: _Optional[str] = ..., custom_objects: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Model(_message.Message):
-    __slots__ = ("name", "versions", "aliases", "default_version")
+    __slots__ = ("name", "versions", "aliases", "default_version", "serving_version", "states")
     class AliasesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -231,15 +231,26 @@ class Model(_message.Message):
         key: str
         value: int
         def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    class StatesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: int
+        value: str
+        def __init__(self, key: _Optional[int] = ..., value: _Optional[str] = ...) -> None: ...
     NAME_FIELD_NUMBER: _ClassVar[int]
     VERSIONS_FIELD_NUMBER: _ClassVar[int]
     ALIASES_FIELD_NUMBER: _ClassVar[int]
     DEFAULT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    SERVING_VERSION_FIELD_NUMBER: _ClassVar[int]
+    STATES_FIELD_NUMBER: _ClassVar[int]
     name: str
     versions: _containers.RepeatedScalarFieldContainer[int]
     aliases: _containers.ScalarMap[str, int]
     default_version: int
-    def __init__(self, name: _Optional[str] = ..., versions: _Optional[_Iterable[int]] = ..., aliases: _Optional[_Mapping[str, int]] = ..., default_version: _Optional[int] = ...) -> None: ...
+    serving_version: int
+    states: _containers.ScalarMap[int, str]
+    def __init__(self, name: _Optional[str] = ..., versions: _Optional[_Iterable[int]] = ..., aliases: _Optional[_Mapping[str, int]] = ..., default_version: _Optional[int] = ..., serving_version: _Optional[int] = ..., states: _Optional[_Mapping[int, str]] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
     __slots__ = ("tags", "layer_classes", "custom_objects")
