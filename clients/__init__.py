@@ -9,7 +9,11 @@ def __getattr__(name):  # lazy: importing kerve.clients stays cheap
         from kerve.clients.client import Client
 
         return Client
+    if name == "ServerError":
+        from kerve.clients.errors import ServerError
+
+        return ServerError
     raise AttributeError(name)
 
 
-__all__ = ["Client", "DEFAULT_SERVER"]
+__all__ = ["Client", "DEFAULT_SERVER", "ServerError"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import inspect
 import os
 import shutil
 import tempfile
@@ -15,6 +16,7 @@ import grpc
 from google.protobuf.json_format import MessageToDict
 
 from kerve.clients import DEFAULT_SERVER
+from kerve.clients.errors import ServerError, raises_server_errors  # noqa: F401 (re-exported)
 from kerve.protos.kerve.registry.v1 import registry_pb2 as pb
 from kerve.protos.kerve.registry.v1 import registry_pb2_grpc
 
@@ -204,7 +206,8 @@ def _conform(key: str, value: Any, specs: dict[str, tuple[str, list[int]]]):
 
 
 class Client:
-    """``Client("localhost:8500")``; every call raises grpc.RpcError with the server's status."""
+    """``Client("localhost:8500")``; a failed call raises ``kerve.clients.ServerError``
+    (a grpc.RpcError) with the server's status and message."""
 
     def __init__(self, target: str = DEFAULT_SERVER, *, token: str | None = None,
                  timeout: float | None = None, credentials: grpc.ChannelCredentials | None = None,
@@ -506,3 +509,9 @@ class Client:
                     raise
             time.sleep(pause)
             pause = min(pause * 2, 1.0)
+
+
+# Every public call, wrapped in one place rather than at each of its gRPC calls (streams too).
+for _name, _method in list(vars(Client).items()):
+    if inspect.isfunction(_method) and not _name.startswith("_") and _name != "close":
+        setattr(Client, _name, raises_server_errors(_method))

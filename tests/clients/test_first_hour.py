@@ -205,3 +205,24 @@ def test_v2_probes_answer_without_a_token(tmp_path):
             triton.get_model_repository_index()
     finally:
         proc.stop()
+
+
+def test_client_raises_its_own_error_with_the_servers_status(client):
+    """Not grpc's _InactiveRpcError with its debug string: kerve's ServerError, still a
+    grpc.RpcError, the server's status and message on it and gRPC's error kept."""
+    import grpc
+
+    from kerve.clients import ServerError
+
+    for call in (lambda: client.get_model("no-such-model"),
+                 lambda: client.set_alias("no-such-model", "production", 1),
+                 lambda: client.predict("no-such-model", {"x": np.ones((1, 2), np.float32)}),
+                 lambda: client.download("no-such-model", "/nonexistent-kerve-dir")):
+        with pytest.raises(ServerError) as e:
+            call()
+        error = e.value
+        assert isinstance(error, grpc.RpcError)
+        assert error.status == error.code() == grpc.StatusCode.NOT_FOUND
+        assert "no-such-model" in error.message and error.details() == error.message
+        assert str(error).startswith("NOT_FOUND: ") and "debug_error_string" not in str(error)
+        assert isinstance(error.rpc_error, grpc.RpcError) and error.__cause__ is None
