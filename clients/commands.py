@@ -418,6 +418,9 @@ def cmd_diff(args) -> int:
             print(f"           {key}: {old or '(none)'} -> {new or '(none)'}")
     if d["same_weights"]:
         print("  same weights")
+    elif not d["weights"]:  # every variable has the same shape: the values changed
+        print("  only the weights' values differ" if d["same_architecture"]
+              else "  weights' values differ")
     for w in d["weights"]:
         print(f"  weights  {w['variable']}: {w['shape_a']} -> {w['shape_b']}")
     if d["parameters_a"] != d["parameters_b"]:

@@ -186,7 +186,13 @@ class Registry:
                     (staged.paths[WEIGHTS], verified[WEIGHTS]))
         # Weights alone: the architecture of the base version (the default unless named),
         # read where the blob store keeps it.
-        current = await self.resolve(VersionRef.of(header.name, header.base))
+        try:
+            current = await self.resolve(VersionRef.of(header.name, header.base))
+        except NotFoundError as exc:
+            raise NotFoundError(
+                f"{exc.message}; weights alone reuse the architecture of a version that "
+                "exists: send the architecture too (kerve upload NAME --architecture "
+                "ARCH.json --weights W.h5, or a .keras archive)") from None
         path = await asyncio.to_thread(self.blobs.local_path, current.architecture.sha256)
         return (path, current.architecture), (staged.paths[WEIGHTS], verified[WEIGHTS])
 

@@ -85,6 +85,14 @@ def test_alias_and_delete(server, cli_model):
     assert "deleted cli-model:2" in kerve("delete", "cli-model", "2", server=server).stdout
 
 
+def test_weights_alone_for_a_new_model_say_to_send_the_architecture(server, cli_model):
+    _, _, tmp = cli_model
+    refused = kerve("upload", "brand-new-model", "--weights", str(tmp / "model.weights.h5"),
+                    server=server, check=False)
+    assert refused.returncode == 1 and "NOT_FOUND" in refused.stderr
+    assert "--architecture" in refused.stderr and ".keras archive" in refused.stderr
+
+
 @pytest.mark.parametrize("args,message", [
     (["models", "show", "no-such-model"], "NOT_FOUND"),
     (["upload", "x", "/no/such/file.keras"], "no such file"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from tests.clients.test_cli import kerve
@@ -83,3 +84,16 @@ def test_weights_alone_on_a_chosen_version(server, client, two_versions, tmp_pat
     refused = kerve("upload", "diffed", "--weights", str(tmp_path / "first.weights.h5"),
                     "--from", "other:1", server=server, check=False)
     assert refused.returncode == 1 and "--from names other" in refused.stderr
+
+
+def test_diff_text_says_when_only_the_weights_differ(server, client, tmp_path):
+    import keras
+
+    inputs = keras.Input((3,), name="x")
+    model = keras.Model(inputs, keras.layers.Dense(2, name="y")(inputs))
+    for seed in (1, 2):
+        model.set_weights([np.full(w.shape, seed, "float32") for w in model.get_weights()])
+        model.save(tmp_path / "m.keras")
+        client.upload("reweighted", keras_path=tmp_path / "m.keras")
+    out = kerve("diff", "reweighted:1", "reweighted:2", server=server).stdout
+    assert "same architecture" in out and "only the weights' values differ" in out
