@@ -9,6 +9,7 @@ in kerve reads the environment for a setting.
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -35,7 +36,9 @@ class Settings(BaseSettings):
     """The name the model of --model-dir is served under."""
 
     data_dir: Path = Path("./kerve-data")
-    """Folder of the embedded storage: the SQLite database, blobs and temporary uploads."""
+    """Folder of the embedded storage: the SQLite database, blobs and temporary uploads.
+    With --model-dir and no --data-dir: kerve-NAME in the system's temporary folder, so
+    that single-model mode writes nothing into the working directory."""
 
     host: str = "0.0.0.0"
     """Address the gRPC and metrics ports bind to (IPv6 as ``::`` or ``[::]``)."""
@@ -216,6 +219,8 @@ class Settings(BaseSettings):
             raise ValueError("--model-dir and --model-name go together")
         if self.model_dir and self.role != "all":
             raise ValueError("--model-dir serves one model on its own: --role must be all")
+        if self.model_dir and "data_dir" not in self.model_fields_set:
+            self.data_dir = Path(tempfile.gettempdir()) / f"kerve-{self.model_name}"
         return self
 
     @property

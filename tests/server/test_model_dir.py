@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -100,3 +101,23 @@ def test_unusable_stores_fail_at_start_in_one_line(store, tmp_path, request):
     assert len(errors) == 1, done.stderr[-2000:]
     assert "Traceback" not in done.stderr
     assert ("S3 bucket" in errors[0]) if store.startswith("s3") else ("password" in errors[0])
+
+
+def test_single_model_mode_writes_nothing_into_the_working_directory(tmp_path):
+    from kerve.server.settings import Settings
+
+    settings = Settings(model_dir=tmp_path, model_name="my-isvc")
+    assert not settings.data_dir.resolve().is_relative_to(Path.cwd())
+    assert settings.data_dir.name == "kerve-my-isvc"
+    assert Settings(model_dir=tmp_path, model_name="m", data_dir=tmp_path / "d").data_dir == \
+        tmp_path / "d"
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "model.keras").write_text("not a zip")  # refused after start-up
+    work = tmp_path / "work"
+    work.mkdir()
+    done = subprocess.run([sys.executable, "-m", "kerve.clients.cli", "serve", "--port", "0",
+                           "--metrics-port", "-1", "--model-dir", str(tmp_path / "models"),
+                           "--model-name", "wd-test"], env=server_env(), cwd=work,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and "kerve: error" in done.stderr
+    assert list(work.iterdir()) == []
