@@ -116,7 +116,11 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
 def build_parser(serve_flags: bool = True) -> argparse.ArgumentParser:
     """``serve_flags``: derive ``serve``'s flags from Settings (pydantic; a few hundred ms),
     which the other commands need not wait for."""
-    parser = argparse.ArgumentParser(prog="kerve", description="Store and serve Keras models.")
+    parser = argparse.ArgumentParser(
+        prog="kerve", description="Store and serve Keras models.",
+        epilog=f"Every command but serve talks to the server at --server HOST:PORT (env "
+               f"KERVE_SERVER; default {DEFAULT_SERVER}), with --token or env KERVE_TOKEN where "
+               "the server has tokens. `kerve COMMAND --help` tells each command's options.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def client_command(name: str, help_text: str) -> argparse.ArgumentParser:

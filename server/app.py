@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import signal
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
@@ -453,4 +454,6 @@ async def serve(settings: Settings) -> None:
     if watch is not None:
         watch.cancel()
     log.info("draining")
+    started = time.monotonic()
     await server.stop()
+    log.info("stopped: drained in %.1f s", time.monotonic() - started)

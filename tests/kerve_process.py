@@ -78,7 +78,8 @@ class KerveProcess:
         raise RuntimeError(f"kerve serve never became SERVING:\n{self.log()}")
 
     def log(self) -> str:
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return self.log_path.read_text()[-5000:]
 
     def rss_peak_kib(self) -> int:

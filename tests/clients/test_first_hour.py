@@ -130,6 +130,14 @@ def test_every_flag_and_positional_has_help():
                 assert "epeatable" in action.help, f"kerve {name}: {action.dest}"
 
 
+def test_top_level_help_says_where_the_server_is_found():
+    out = subprocess.run([sys.executable, "-m", "kerve.clients.cli", "--help"],
+                         capture_output=True, text=True, timeout=60, env=server_env()).stdout
+    words = " ".join(out.split())
+    assert "--server HOST:PORT" in words and "KERVE_SERVER" in words
+    assert "localhost:8500" in words and "KERVE_TOKEN" in words
+
+
 def test_download_failures_leave_nothing(server, tmp_path):
     afile = tmp_path / "a-file"
     afile.write_text("x")

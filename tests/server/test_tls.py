@@ -51,3 +51,4 @@ def test_mutual_tls(pki, tmp_path):
                 c.list_models()
     finally:
         assert proc.stop() == 0  # SIGTERM drains and exits cleanly
+    assert "stopped: drained in" in proc.log().strip().splitlines()[-1]  # the log's last line
