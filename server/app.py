@@ -247,19 +247,30 @@ def _token_table(settings: Settings) -> TokenTable | None:
 
 def access_line(settings: Settings, tokens: TokenTable | None) -> str:
     """What the start-up line says about who may do what."""
+    if settings.model_dir:
+        return "access: single-model mode, read-only: no uploads, alias moves or deletions"
     if tokens is not None:
         return (f"access: {len(tokens)} token(s) from {settings.tokens_file} (reloaded on "
                 "SIGHUP or when the file changes)")
     if settings.allow_open_writes:
         return ("access: OPEN, no tokens and --allow-open-writes: anyone who reaches this "
                 "port can read, upload and delete")
+    if not settings.loopback_only:
+        return ("access: no tokens; reads open to every client, no writes, since this "
+                "server listens beyond loopback (configure --tokens, or pass "
+                "--allow-open-writes)")
     return ("access: no tokens; reads open to every client, writes only from this machine "
             "(configure --tokens, or pass --allow-open-writes)")
 
 
 def _grpc_server(settings: Settings, tokens: TokenTable | None) -> grpc.aio.Server:
     interceptors: list[grpc.aio.ServerInterceptor] = [
-        AccessInterceptor(tokens, allow_open_writes=settings.allow_open_writes),
+        AccessInterceptor(
+            tokens, allow_open_writes=settings.allow_open_writes,
+            loopback_host=settings.loopback_only,
+            read_only=(f"single-model mode (--model-dir) serves {settings.model_name!r} "
+                       "read-only: change the model in its folder and restart"
+                       if settings.model_dir else None)),
         ErrorInterceptor()]
     options = [("grpc.max_receive_message_length", settings.max_message_bytes),
                ("grpc.max_send_message_length", settings.max_message_bytes),
@@ -356,26 +367,6 @@ async def _mark_serving_when_ready(server: Server) -> None:
     log.info("kerve is serving on port %d", server.port)
 
 
-def _upload_demo(port: int) -> None:
-    """Build a small MLP and upload it as 'demo' through the server's own gRPC port."""
-    import keras
-    import numpy as np
-
-    from kerve.clients.client import Client
-
-    with Client(f"127.0.0.1:{port}") as client:
-        if any(m["name"] == "demo" for m in client.list_models()):
-            return
-        inputs = keras.Input((4,), name="features")
-        hidden = keras.layers.Dense(16, activation="relu")(inputs)
-        outputs = keras.layers.Dense(3, activation="softmax", name="probabilities")(hidden)
-        model = keras.Model(inputs, outputs, name="demo")
-        model(np.zeros((1, 4), "float32"))
-        version = client.upload("demo", model=model, aliases=["production"],
-                                description="kerve demo: 4 features -> 3 class probabilities")
-        log.info("uploaded demo model, version %d", version["version"])
-
-
 def run_event_loop(main: Coroutine, event_loop: str = "auto") -> None:
     """Run the server's main coroutine to completion on the chosen loop implementation."""
     if event_loop not in ("auto", "uvloop", "asyncio"):
@@ -434,11 +425,12 @@ async def serve(settings: Settings) -> None:
             json.dump({"port": server.port, "metrics_port": server.metrics_port}, f)
         os.replace(tmp, settings.port_file)
     if settings.demo:
-        if settings.tokens_file or settings.tls_cert or not settings.takes_writes:
-            log.warning("--demo is skipped on a server with tokens or TLS, or that takes no "
-                        "writes")
+        if not settings.takes_writes:
+            log.warning("--demo is skipped on a server that takes no uploads (--role)")
         else:
-            await asyncio.to_thread(_upload_demo, server.port)
+            from kerve.server.demo import install_demo
+
+            await install_demo(server.registry)
     ready = asyncio.get_running_loop().create_task(_mark_serving_when_ready(server))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

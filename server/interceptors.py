@@ -154,28 +154,40 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):
     """Who may call what, and who made each write.
 
     With tokens: ``authorization: Bearer TOKEN`` against the token table (reloaded in
-    place: kerve.server.tokens). Without: reads are open, and writes are taken only from
-    loopback peers unless the operator said the server is open (--allow-open-writes). A
-    write that passes runs with ``current_actor`` set to the token's name (or
-    ``anonymous@HOST``), which the registry records. Reads are let through unwrapped: the
-    inference path pays one dict lookup.
+    place: kerve.server.tokens). Without: reads are open, and writes are taken only when
+    the server listens on loopback alone (and then only from loopback peers), unless the
+    operator said the server is open (--allow-open-writes). A server that listens beyond
+    loopback cannot tell a neighbour from a proxy or sidecar that forwards from 127.0.0.1,
+    so without tokens it takes no writes. ``read_only`` (single-model mode) refuses every
+    write, tokens or not. A write that passes runs with ``current_actor`` set to the
+    token's name (or ``anonymous@HOST``), which the registry records. Reads are let through
+    unwrapped: the inference path pays one dict lookup.
     """
 
-    def __init__(self, tokens=None, *, allow_open_writes: bool = False) -> None:
+    def __init__(self, tokens=None, *, allow_open_writes: bool = False,
+                 loopback_host: bool = True, read_only: str | None = None) -> None:
         if isinstance(tokens, dict):
             tokens = _StaticTokens(tokens)
         self._tokens = tokens
         self._allow_open_writes = allow_open_writes
+        self._loopback_host = loopback_host
+        self._read_only = PermissionDeniedError(read_only) if read_only else None
 
     async def intercept_service(self, continuation, details: grpc.HandlerCallDetails):
         needed = required_scope(details.method)
         handler = await continuation(details)
         if needed is None or handler is None:  # open, or no such method: UNIMPLEMENTED
             return handler
+        if needed != "read" and self._read_only is not None:
+            return _refusal(handler, self._read_only)
         if self._tokens is None:
             if needed == "read":
                 return handler
-            return _as_actor(handler, None, loopback_only=not self._allow_open_writes)
+            if self._allow_open_writes:
+                return _as_actor(handler, None, loopback_only=False)
+            if not self._loopback_host:
+                return _refusal(handler, PermissionDeniedError(WRITES_BEYOND_LOOPBACK_REFUSED))
+            return _as_actor(handler, None, loopback_only=True)
         header = dict(details.invocation_metadata or ()).get("authorization", "")
         token = header[7:].strip() if header.lower().startswith("bearer ") else ""
         principal = self._tokens.lookup(token) if token else None
@@ -226,6 +238,11 @@ def is_loopback(peer: str) -> bool:
     mapped = getattr(address, "ipv4_mapped", None)
     return (mapped or address).is_loopback
 
+
+WRITES_BEYOND_LOOPBACK_REFUSED = (
+    "this server has no tokens and listens beyond loopback, where a proxy or sidecar makes "
+    "every call look local, so it takes no writes: configure tokens (--tokens), listen on "
+    "loopback only (--host localhost), or start it with --allow-open-writes")
 
 OPEN_WRITES_REFUSED = (
     "this server has no tokens and takes writes only from this machine: configure tokens "

@@ -40,8 +40,9 @@ class Settings(BaseSettings):
     With --model-dir and no --data-dir: kerve-NAME in the system's temporary folder, so
     that single-model mode writes nothing into the working directory."""
 
-    host: str = "0.0.0.0"
-    """Address the gRPC and metrics ports bind to (IPv6 as ``::`` or ``[::]``)."""
+    host: str = "localhost"
+    """Address the gRPC and metrics ports bind to: loopback by default; ``::`` (or
+    ``0.0.0.0``) for every interface, IPv4 and IPv6 (then writes need --tokens)."""
 
     port: int = Field(8500, ge=0, le=65535)
     """gRPC port for every service (0 picks a free one; see --port-file)."""
@@ -169,8 +170,9 @@ class Settings(BaseSettings):
 
     allow_open_writes: bool = False
     """Without --tokens, take uploads, alias moves, deletions, loads and unloads from any
-    client, not only from this machine (loopback): for a server behind a network policy
-    that already decides who reaches it. Reads are open either way."""
+    client. Without it and without tokens, writes are taken only by a server that listens
+    on loopback alone (--host localhost, the default). For a server behind a network
+    policy that already decides who reaches it. Reads are open either way."""
 
     tls_cert: str | None = None
     """PEM certificate chain of the gRPC port; with --tls-key, the port speaks TLS only."""
@@ -199,6 +201,18 @@ class Settings(BaseSettings):
     def _bare_host(cls, value: str) -> str:
         # Stored without brackets; bind_address() adds them where gRPC needs them.
         return value.strip().removeprefix("[").removesuffix("]")
+
+    @property
+    def loopback_only(self) -> bool:
+        """Whether the ports are reachable from this machine alone."""
+        import ipaddress
+
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False  # a host name: it may resolve to any interface
 
     def bind_address(self, port: int) -> str:
         """``host:port`` as gRPC takes it, IPv6 in brackets."""

@@ -42,7 +42,7 @@ def shell_lines() -> list[tuple[int, list[str]]]:
 @pytest.fixture(scope="module")
 def readme_server(tmp_path_factory):
     """A server of its own, so that versions count from 1 as the README's do."""
-    proc = KerveProcess(tmp_path_factory.mktemp("readme-server"), plugins=())
+    proc = KerveProcess(tmp_path_factory.mktemp("readme-server"), "--demo", plugins=())
     yield proc
     proc.stop()
 
@@ -53,7 +53,6 @@ def workdir(readme_server, tmp_path_factory):
     import keras
 
     from kerve.clients.client import Client
-    from kerve.server.app import _upload_demo
 
     work = tmp_path_factory.mktemp("readme")
     inputs = keras.Input((4,), name="features")
@@ -62,16 +61,15 @@ def workdir(readme_server, tmp_path_factory):
     model.save(work / "model.keras")
     (work / "model.json").write_text(model.to_json())
     model.save_weights(work / "model.weights.h5")
+    x = np.random.default_rng(0).random((2, 4), dtype=np.float32)
+    np.savez(work / "golden.npz", **{"input/features": x,  # what model.keras gives
+                                     "output/probabilities": model.predict(x, verbose=0)})
     model.set_weights([w * 2 for w in model.get_weights()])
     model.save_weights(work / "retrained.weights.h5")
-    x = np.random.default_rng(0).random((2, 4), dtype=np.float32)
     np.save(work / "x.npy", x)
     (work / "x.json").write_text(json.dumps([[0.1, 0.2, 0.3, 0.4]]))
     np.savez(work / "inputs.npz", features=x)
-    np.savez(work / "golden.npz", **{"input/features": x,
-                                     "output/probabilities": model.predict(x, verbose=0)})
     (work / "sentences.json").write_text(json.dumps(["great film", "dull"]))
-    _upload_demo(readme_server.port)
     sentence = keras.Input((), dtype="string", name="sentence")
     lookup = keras.layers.StringLookup(vocabulary=["great film", "dull"], output_mode="one_hot")
     reviews = keras.Model(sentence, keras.layers.Dense(1, name="score")(lookup(sentence)))

@@ -194,7 +194,6 @@ def test_open_server_refuses_outside_writes(tmp_path):
     try:
         code = _set_alias_code(f"{outside}:{default.port}")
         assert code == grpc.StatusCode.PERMISSION_DENIED
-        assert _set_alias_code(f"127.0.0.1:{default.port}") == grpc.StatusCode.NOT_FOUND
         assert _set_alias_code(f"{outside}:{opened.port}") == grpc.StatusCode.NOT_FOUND
     finally:
         default.stop()
@@ -229,18 +228,42 @@ def _has_ipv6_loopback() -> bool:
         return False
 
 
-@pytest.mark.parametrize("host", ["0.0.0.0", "[::]", "::"])
-def test_open_server_takes_writes_from_localhost_over_ipv6(tmp_path, host):
+def test_open_server_takes_writes_from_localhost_over_ipv4_and_ipv6(tmp_path):
     """The CLI's default address is localhost:8500, which gRPC resolves to ::1 and 127.0.0.1
-    and balances over: a server listening on both (0.0.0.0 is both to gRPC) takes every
-    write from either."""
+    and balances over; the default host, localhost, listens on both: every write from
+    either is taken (gRPC writes the IPv6 peer URL-escaped, ipv6:%5B::1%5D:PORT)."""
     if not _has_ipv6_loopback():
         pytest.skip("this machine has no IPv6 loopback")
-    proc = KerveProcess(tmp_path / "d", "--role", "registry", "--host", host, plugins=())
+    proc = KerveProcess(tmp_path / "d", "--role", "registry", "--host", "localhost",
+                        plugins=())
     try:
+        assert "writes only from this machine" in proc.log()
         for target in (f"localhost:{proc.port}", f"[::1]:{proc.port}",
                        f"ipv6:[::1]:{proc.port}", f"127.0.0.1:{proc.port}"):
             for _ in range(3):
                 assert _set_alias_code(target) == grpc.StatusCode.NOT_FOUND, target
     finally:
         proc.stop()
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "[::]", "::"])
+def test_a_server_beyond_loopback_without_tokens_takes_no_writes(tmp_path, host):
+    """Behind a proxy or sidecar (Knative's queue-proxy) every call comes from 127.0.0.1, so
+    a server that listens beyond loopback cannot trust a loopback peer: no tokens, no
+    writes, unless --allow-open-writes."""
+    proc = KerveProcess(tmp_path / "d", "--role", "registry", "--host", host, plugins=())
+    opened = KerveProcess(tmp_path / "o", "--role", "registry", "--host", host,
+                          "--allow-open-writes", plugins=())
+    try:
+        assert "no writes, since this server listens beyond loopback" in proc.log()
+        with grpc.insecure_channel(f"127.0.0.1:{proc.port}") as channel:
+            stub = registry_pb2_grpc.RegistryServiceStub(channel)
+            stub.ListModels(pb.ListModelsRequest(), timeout=10)  # reads are open
+            with pytest.raises(grpc.RpcError) as e:
+                stub.SetAlias(pb.SetAliasRequest(name="x", alias="a", version=1), timeout=10)
+        assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert "listens beyond loopback" in e.value.details()
+        assert _set_alias_code(f"127.0.0.1:{opened.port}") == grpc.StatusCode.NOT_FOUND
+    finally:
+        proc.stop()
+        opened.stop()

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import grpc
 import numpy as np
 import pytest
 
@@ -61,6 +62,16 @@ def test_serves_the_folder_as_the_name_and_restarts_without_a_new_version(
 
             with Client(proc.target) as client:
                 assert client.get_model("my-isvc")["versions"][-1]["version"] == 1
+                # Read-only: Knative's queue-proxy forwards every call from 127.0.0.1, so
+                # loopback is no proof of anything; single-model mode takes no writes.
+                for write in (lambda: client.set_alias("my-isvc", "production", 1),
+                              lambda: client.upload("my-isvc", model=keras_model),
+                              lambda: client.delete_version("my-isvc", 1)):
+                    with pytest.raises(grpc.RpcError) as refused:
+                        write()
+                    assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+                    assert "read-only" in refused.value.details()
+            assert "single-model mode, read-only" in proc.log()
         finally:
             proc.stop()
 
