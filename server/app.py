@@ -212,7 +212,8 @@ def _build_serving(settings: Settings, plugins: Plugins, blobs: BlobStore, regis
     metrics.track_memory(manager.memory, settings.memory_budget_bytes)
     metrics.models_loaded.set_function(manager.loaded_count)
     data_plane = DataPlane(manager, metrics, defaults=defaults,
-                           instances=settings.model_instances, device=device)
+                           instances=settings.model_instances, device=device,
+                           strict_readiness=settings.strict_readiness)
     return manager, data_plane
 
 
@@ -360,11 +361,25 @@ def _start_metrics(settings: Settings, metrics: Metrics, closers: list) -> int |
     return httpd.server_port
 
 
-async def _mark_serving_when_ready(server: Server) -> None:
-    while server.manager is not None and not server.manager.ready():
-        await asyncio.sleep(0.05)
-    await server.set_health(health_pb2.HealthCheckResponse.SERVING)
-    log.info("kerve is serving on port %d", server.port)
+async def _track_readiness(server: Server, strict: bool) -> None:
+    """Health follows readiness (kerve.server.manager.ModelManager.ready): SERVING once
+    every default has settled, and, with strict readiness, NOT_SERVING while a model's
+    default FAILED with nothing answering in its place."""
+    manager, serving = server.manager, None
+    while True:
+        ready = manager is None or manager.ready(strict)
+        if ready != serving:
+            await server.set_health(health_pb2.HealthCheckResponse.SERVING if ready
+                                    else health_pb2.HealthCheckResponse.NOT_SERVING)
+            if ready:
+                log.info("kerve is serving on port %d", server.port)
+            elif serving is not None or manager.ready(False):
+                log.warning("not ready: no version answers %s (--no-strict-readiness serves "
+                            "the others regardless)", ", ".join(manager.unserved_defaults()))
+            serving = ready
+        if manager is None:
+            return
+        await asyncio.sleep(0.25 if ready else 0.05)
 
 
 def run_event_loop(main: Coroutine, event_loop: str = "auto") -> None:
@@ -431,7 +446,8 @@ async def serve(settings: Settings) -> None:
             from kerve.server.demo import install_demo
 
             await install_demo(server.registry)
-    ready = asyncio.get_running_loop().create_task(_mark_serving_when_ready(server))
+    ready = asyncio.get_running_loop().create_task(
+        _track_readiness(server, settings.strict_readiness))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -59,8 +59,9 @@ class ServingConfig:
 class DataPlane:
     def __init__(self, manager: ModelManager, metrics: Metrics, *,
                  defaults: ServingOptions | None = None, instances: int = 1,
-                 device: str = "/CPU:0") -> None:
+                 device: str = "/CPU:0", strict_readiness: bool = True) -> None:
         self._manager = manager
+        self._strict_readiness = strict_readiness
         self._metrics = metrics
         self._defaults = defaults
         self._instances = instances
@@ -136,8 +137,8 @@ class DataPlane:
     # --- readiness and the repository ---------------------------------------------------
 
     def ready(self) -> bool:
-        """Whether every model's default version has settled (READY or FAILED)."""
-        return self._manager.ready()
+        """Whether this server is ready (kerve.server.manager.ModelManager.ready)."""
+        return self._manager.ready(self._strict_readiness)
 
     async def model_ready(self, ref: VersionRef) -> bool:
         return self.version_status(ref.name, await self._manager.resolve(ref)).state \

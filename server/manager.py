@@ -99,6 +99,7 @@ class ModelManager:
         self._sync_lock = asyncio.Lock()
         self._sync_waiting = False
         self._initial_sync_done = asyncio.Event()
+        self._been_ready = False  # start-up waits for every default to settle, once
         self._poller: asyncio.Task | None = None
 
     # --- lifecycle ------------------------------------------------------------------
@@ -470,17 +471,34 @@ class ModelManager:
     def loaded_count(self) -> int:
         return sum(1 for s in self._served.values() if s.state is State.READY)
 
-    def ready(self) -> bool:
-        """Whether every model's default version has settled (READY or FAILED)."""
+    def ready(self, strict: bool = True) -> bool:
+        """Whether this server is ready: at start, once every model's default version has
+        settled (READY or FAILED); then, while no default is FAILED with no version
+        answering in its place (``strict``, Triton's strict readiness: a model that answers
+        nothing makes the server unready). A load in progress after start does not."""
         if not self._initial_sync_done.is_set():
             return False
         for name, info in self._models.items():
-            if name in self._unloaded:
-                continue
+            if name in self._unloaded or name in self._defaults:
+                continue  # a version answers its default requests
             served = self._served.get((name, info.default_version))
-            if name not in self._defaults and (served is None or served.state is State.LOADING):
+            if served is None or served.state is State.LOADING:
+                if not self._been_ready:
+                    return False
+            elif strict and served.state is State.FAILED:
                 return False
+        self._been_ready = True
         return True
+
+    def unserved_defaults(self) -> list[str]:
+        """``NAME:VERSION (why)`` of each model whose default FAILED with nothing answering."""
+        out = []
+        for name, info in sorted(self._models.items()):
+            served = self._served.get((name, info.default_version))
+            if name not in self._unloaded and name not in self._defaults and \
+                    served is not None and served.state is State.FAILED:
+                out.append(f"{name}:{info.default_version} ({served.reason})")
+        return out
 
 
 def _startable(served: Served | None) -> bool:

@@ -127,6 +127,13 @@ class Settings(BaseSettings):
     poll_interval: float = Field(5.0, gt=0)
     """Seconds between re-reads of the registry (changes made through other replicas)."""
 
+    strict_readiness: bool = True
+    """Ready (health SERVING, v2 ServerReady) only while every model has a version answering
+    its default requests: a model whose default version FAILED to load, with no earlier one
+    in its place, makes the server unready, so that Kubernetes and KServe send it nothing.
+    --no-strict-readiness: ready once every default has settled, READY or FAILED (partial
+    service)."""
+
     idle_unload: float = Field(300.0, ge=0)
     """Seconds a version loaded on demand (not a default) stays loaded unused."""
 

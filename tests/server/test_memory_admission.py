@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 import urllib.request
 
+import grpc
 import numpy as np
 import pytest
 
@@ -164,3 +165,38 @@ def test_models_says_which_version_answers_when_the_default_failed(budgeted, tmp
     shown = kerve("models", "show", "answering", server=budgeted).stdout
     assert "default version 2 (FAILED; 1 answers)" in shown
     assert "alias production -> 2 (FAILED)" in shown
+
+
+def test_strict_readiness_a_model_that_answers_nothing_makes_the_server_unready(budgeted,
+                                                                                tmp_path):
+    """Triton's strict readiness: a model whose default FAILED with no version in its place
+    makes health NOT_SERVING and ServerReady false (Kubernetes sends the pod nothing), and
+    the server is ready again once that model is gone."""
+    import tritonclient.grpc as grpcclient
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    from kerve.clients.client import Client
+
+    def health() -> int:
+        with grpc.insecure_channel(budgeted.target) as channel:
+            return health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=""), timeout=10).status
+
+    def until(predicate) -> None:
+        deadline = time.monotonic() + 60
+        while not predicate():
+            assert time.monotonic() < deadline, "timed out"
+            time.sleep(0.1)
+
+    triton = grpcclient.InferenceServerClient(budgeted.target)
+    until(lambda: health() == health_pb2.HealthCheckResponse.SERVING)
+    with Client(budgeted.target, timeout=120) as client:
+        arch, weights, _ = _mlp(tmp_path, "alone", 4096)  # over the budget alone
+        failed = client.upload("answers-nothing", architecture=arch, weights=weights)
+        assert failed["status"] == "FAILED"
+        until(lambda: health() == health_pb2.HealthCheckResponse.NOT_SERVING)
+        assert not triton.is_server_ready()
+        assert "not ready: no version answers answers-nothing:1" in budgeted.log()
+        client.delete_version("answers-nothing", 1)
+    until(lambda: health() == health_pb2.HealthCheckResponse.SERVING)
+    assert triton.is_server_ready()
