@@ -25,8 +25,18 @@ from kerve.clients.commands import (
 
 # --- commands ------------------------------------------------------------------------------
 
+def _stop_starting(signum, frame) -> None:
+    raise SystemExit(128 + signum)
+
+
 def cmd_serve(args) -> int:
     import logging
+    import signal
+
+    # Until the event loop takes them over: as PID 1 in a container, a signal without a
+    # handler is dropped, and a pod stopped while it imports TensorFlow would wait out its
+    # whole grace period.
+    signal.signal(signal.SIGTERM, _stop_starting)
 
     from pydantic import ValidationError
 

@@ -382,6 +382,23 @@ async def _track_readiness(server: Server, strict: bool) -> None:
         await asyncio.sleep(0.25 if ready else 0.05)
 
 
+async def _start_unless_stopped(settings: Settings, stop: asyncio.Event) -> Server | None:
+    """build_server, abandoned if ``stop`` is set first: a pod stopped while it starts
+    exits at once instead of waiting out its grace period."""
+    building = asyncio.ensure_future(build_server(settings))
+    stopping = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({building, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    stopping.cancel()
+    if building.done():
+        return building.result()
+    building.cancel()
+    try:
+        await building
+    except BaseException:  # noqa: BLE001 - cancelled, or failed on its way out
+        pass
+    return None
+
+
 def run_event_loop(main: Coroutine, event_loop: str = "auto") -> None:
     """Run the server's main coroutine to completion on the chosen loop implementation."""
     if event_loop not in ("auto", "uvloop", "asyncio"):
@@ -428,8 +445,15 @@ class GenericHandlersOnly:
 
 
 async def serve(settings: Settings) -> None:
-    """Run until SIGINT/SIGTERM, then drain."""
-    server = await build_server(settings)
+    """Run until SIGINT/SIGTERM, then drain. A signal during start-up stops it there."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    server = await _start_unless_stopped(settings, stop)
+    if server is None:
+        log.info("stopped during start-up")
+        return
     log.info("event loop: %s", type(asyncio.get_running_loop()).__module__.split(".")[0])
     print(f"kerve listening on {settings.bind_address(server.port)}"
           + (f", metrics on :{server.metrics_port}/metrics" if server.metrics_port else "")
@@ -448,10 +472,6 @@ async def serve(settings: Settings) -> None:
             await install_demo(server.registry)
     ready = asyncio.get_running_loop().create_task(
         _track_readiness(server, settings.strict_readiness))
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     watch = None
     if server.tokens is not None:
         tokens = server.tokens
@@ -461,7 +481,7 @@ async def serve(settings: Settings) -> None:
     ready.cancel()
     if watch is not None:
         watch.cancel()
-    log.info("draining")
+    log.info("draining (up to %.0f s for calls in flight)", settings.drain_seconds)
     started = time.monotonic()
-    await server.stop()
+    await server.stop(settings.drain_seconds)
     log.info("stopped: drained in %.1f s", time.monotonic() - started)

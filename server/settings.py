@@ -127,6 +127,10 @@ class Settings(BaseSettings):
     poll_interval: float = Field(5.0, gt=0)
     """Seconds between re-reads of the registry (changes made through other replicas)."""
 
+    drain_seconds: float = Field(10.0, ge=0)
+    """On SIGTERM: seconds the calls in flight (uploads included) get to finish before
+    they are cancelled. Keep it below the pod's terminationGracePeriodSeconds."""
+
     strict_readiness: bool = True
     """Ready (health SERVING, v2 ServerReady) only while every model has a version answering
     its default requests: a model whose default version FAILED to load, with no earlier one
