@@ -45,7 +45,8 @@ class ValidationWorker:
                       self._limits))
 
     def start(self) -> None:
-        """Start the workers and have them import TensorFlow now, not on the first upload."""
+        """Start the workers and have them import TensorFlow now (the first upload does this,
+        and a restart)."""
         self._pool = self._new_pool()
         if self._isolated:
             self._pool.submit(validation.warm_worker)

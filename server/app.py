@@ -112,6 +112,8 @@ async def build_server(settings: Settings) -> Server:
         from kerve.server.model_dir import install_model_dir
 
         await install_model_dir(registry, settings.model_dir, settings.model_name)
+        if registry.validation is not None:
+            registry.validation.close()  # read-only from now on: no upload will come
     manager = data_plane = None
     if settings.serves_models:
         manager, data_plane = _build_serving(settings, plugins, blobs, registry, metrics,
@@ -148,7 +150,8 @@ def _open_registry(settings: Settings, plugins: Plugins, blobs: BlobStore,
                                       timeout_s=settings.validation_timeout,
                                       memory_limit_bytes=settings.validation_memory_limit_bytes,
                                       limits=settings.upload_limits())
-        validation.start()
+        # Started by the first upload, not here: about 600 MB that a server which is
+        # never sent an upload (a KServe predictor, a replica behind a registry) never needs.
         closers.insert(0, validation.close)
     # An upload's bytes are written, hashed and stored by threads that yield the CPU to the
     # ones answering requests (bench/load_isolation.py), as the loading thread does.
